@@ -1,0 +1,30 @@
+"""Builds the compiled engine. Metadata lives in pyproject.toml.
+
+MICROGRAD_C_DEBUG=1 builds a debug variant: bounds and initialisation checks back on, line
+tracing (for coverage and profilers), no optimisation, and an annotated HTML of the C next to
+each .pyx (src/engine.html) showing where Python is called.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("MICROGRAD_C_DEBUG", "") not in ("", "0")
+
+# Set once, here, for every module. cdivision stays off: x / 0 must raise as in Python.
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "linetrace": DEBUG,
+}
+
+extension = Extension(
+    "micrograd_c.engine",
+    ["src/engine.pyx"],
+    define_macros=[("CYTHON_TRACE", "1")] if DEBUG else [],
+    extra_compile_args=["-O0", "-g3"] if DEBUG else [],
+)
+
+setup(ext_modules=cythonize([extension], compiler_directives=directives, annotate=DEBUG))
