@@ -1,0 +1,68 @@
+# The engine's C-level contract: the node layout, the op codes and every cdef signature.
+# It lives here, beside the package, because Cython looks for the declarations of the module
+# `micrograd_c.engine` at micrograd_c/engine.pxd; a copy in src/ would be silently ignored.
+
+cimport cython
+from cpython.ref cimport PyObject
+
+
+cdef enum Op:
+    # How each node was made. The forward formula and the local gradients of every op are
+    # listed once, next to its `case` in `backprop_node` (src/engine.pyx). a and b are child
+    # Values, c is a number kept in the node. As upstream, a - b is a + (-b), a / b is a * b**-1
+    # and -a is a * -1: the same nodes give the same grads, even when backward() runs twice.
+    LEAF          # Value(x)
+    CUSTOM        # Value(x, _children, _op): children kept for drawing, no gradient (as upstream)
+    ADD           # a + b
+    MUL           # a * b
+    POW           # a ** b
+    ADD_CONST     # a + c
+    MUL_CONST     # a * c
+    POW_CONST     # a ** c
+    RPOW_CONST    # c ** a
+    RELU          # relu(a)
+    TANH          # tanh(a)
+    EXP           # exp(a)
+    LOG           # log(a)
+    SIGMOID       # 1 / (1 + exp(-a))
+    DOT           # bias + sum(w[i] * x[i]), one node for a whole neuron
+    SUM           # sum(v[i])
+    N_OPS
+
+
+@cython.final
+cdef class Value:
+    # Invariant: a graph of Values is acyclic. Children exist before their parent and are fixed
+    # at creation, and no field holds anything but Values, a tuple of Values or a str, so the
+    # type can stay invisible to the cyclic GC (see __dealloc__ for how deep graphs are freed).
+    cdef public double data
+    cdef public double grad
+    cdef double state           # the op's constant: c in a * c, the exponent in a ** c, ...
+    cdef Value left             # first child of a unary or binary op, else None
+    cdef Value right            # second child of a binary op, else None
+    cdef tuple children         # all children of DOT, SUM and CUSTOM nodes, else None
+    cdef str _label             # None means ''
+    cdef unsigned char op       # an Op
+    cdef unsigned char visit    # backward's DFS state; always NOT_SEEN outside backward()
+
+
+# A growable array of borrowed or owned object pointers (the owner says which).
+cdef struct PtrStack:
+    PyObject** items
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+# Node construction: every op ends in one of these. They never fail except on MemoryError.
+cdef Value unary(unsigned char op, double data, Value a, double state)
+cdef Value binary(unsigned char op, double data, Value a, Value b)
+cdef Value nary(unsigned char op, double data, tuple children, double state)
+
+# Adds node's local gradients into its children (one step of the chain rule). Pure C.
+cdef void backprop_node(Value node) noexcept
+# Fills `order` with the nodes reachable from root, children before parents.
+cdef int topological_order(Value root, PtrStack* order) except -1
+
+# Python-float semantics for a ** b, but ValueError where Python would return a complex number.
+cdef double float_pow(double a, double b) except? -1.0
+# 1 and *out set if x is a real number, 0 if it is not a number at all.
+cdef int as_double(object x, double* out) except -1

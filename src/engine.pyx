@@ -1,0 +1,476 @@
+"""micrograd's scalar autograd engine, compiled.
+
+    >>> from micrograd_c.engine import Value
+    >>> a = Value(2.0)
+    >>> b = (a * a).tanh()
+    >>> b.backward()
+    >>> a.grad                     # d tanh(a*a) / da = (1 - tanh(4)**2) * 2a
+    0.0053634...
+
+`Value` has upstream micrograd's API (same names, signatures, repr and gradient semantics:
+backward() seeds the root with 1 and grads accumulate). Its nodes, op dispatch and backward
+sweep are C; see micrograd_c/engine.pxd for the node layout.
+"""
+
+cimport cython
+from cpython.ref cimport PyObject, Py_XDECREF, Py_XINCREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.math cimport exp, floor, isfinite, isinf, log, tanh
+from libc.math cimport pow as c_pow
+from libc.stdlib cimport free, realloc
+
+import numbers
+
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT(PyObject* o)
+
+# `visit` marks during backward's depth-first search; every node is NOT_SEEN again afterwards.
+cdef enum:
+    NOT_SEEN = 0
+    SEEN = 1
+
+# A `todo` entry meaning "the children of this node are done". Object pointers are at least
+# 8-byte aligned, so the low bit is free to say so.
+cdef inline PyObject* done_mark(PyObject* node) noexcept:
+    return <PyObject*>(<size_t>node | 1)
+
+cdef inline bint is_done_mark(PyObject* entry) noexcept:
+    return <size_t>entry & 1
+
+cdef inline PyObject* node_of_done_mark(PyObject* entry) noexcept:
+    return <PyObject*>(<size_t>entry & ~(<size_t>1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Small C helpers
+
+# push returns -1 when memory runs out, without setting an exception: callers decide what that
+# means (backward raises MemoryError; a deallocator falls back to freeing recursively).
+cdef inline int push(PtrStack* stack, PyObject* item) noexcept:
+    if stack.size == stack.capacity and grow(stack) < 0:
+        return -1
+    stack.items[stack.size] = item
+    stack.size += 1
+    return 0
+
+
+cdef int grow(PtrStack* stack) noexcept:
+    cdef Py_ssize_t capacity
+    cdef PyObject** items
+    capacity = stack.capacity * 2 if stack.capacity else 1024
+    items = <PyObject**>realloc(stack.items, capacity * sizeof(PyObject*))
+    if items == NULL:
+        return -1
+    stack.items = items
+    stack.capacity = capacity
+    return 0
+
+
+cdef inline void release_storage(PtrStack* stack) noexcept:
+    free(stack.items)
+    stack.items = NULL
+    stack.size = 0
+    stack.capacity = 0
+
+
+cdef double float_pow(double a, double b) except? -1.0:
+    # Mirrors CPython's float ** float, whose nan and inf cases are C99's pow.
+    cdef double result
+    if isfinite(a) and isfinite(b):
+        if a == 0.0 and b < 0.0:
+            raise ZeroDivisionError("0.0 cannot be raised to a negative power")
+        if a < 0.0 and b != floor(b):
+            raise ValueError("negative number cannot be raised to a fractional power")
+    result = c_pow(a, b)
+    if isinf(result) and isfinite(a) and isfinite(b):
+        raise OverflowError("(34, 'Numerical result out of range')")
+    return result
+
+
+cdef int as_double(object x, double* out) except -1:
+    # float and int first: they are nearly every call. Big ints raise OverflowError, as in floats.
+    if isinstance(x, float) or isinstance(x, int) or isinstance(x, numbers.Real):
+        out[0] = x                 # also bool, numpy scalars, Fraction: what float() takes
+        return 1
+    return 0
+
+
+cdef double number(object x, str what) except? -1.0:
+    cdef double value
+    if not as_double(x, &value):
+        raise TypeError(f"{what} must be a real number, not '{type(x).__name__}'")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Node construction
+
+cdef Value unary(unsigned char op, double data, Value a, double state):
+    cdef Value out = Value.__new__(Value)
+    out.data = data
+    out.op = op
+    out.left = a
+    out.state = state
+    return out
+
+
+cdef Value binary(unsigned char op, double data, Value a, Value b):
+    cdef Value out = Value.__new__(Value)
+    out.data = data
+    out.op = op
+    out.left = a
+    out.right = b
+    return out
+
+
+cdef Value nary(unsigned char op, double data, tuple children, double state):
+    cdef Value out = Value.__new__(Value)
+    out.data = data
+    out.op = op
+    out.children = children
+    out.state = state
+    return out
+
+
+# Names of the ops as upstream spells them (`_op`), for graph drawers. POW_CONST and CUSTOM
+# are spelled from the node's state.
+OP_NAMES = {
+    LEAF: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*', RPOW_CONST: '**',
+    RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', DOT: 'dot', SUM: 'sum',
+}
+# Op strings given to Value(..., _op=...); a CUSTOM node stores its string's index as its state,
+# so that a node never holds an arbitrary object.
+cdef list custom_op_names = []
+cdef dict custom_op_index = {}
+
+
+cdef double custom_op_id(str name) except -1.0:
+    if name not in custom_op_index:
+        custom_op_index[name] = len(custom_op_names)
+        custom_op_names.append(name)
+    return custom_op_index[name]
+
+
+cdef str exact_str(object label):
+    if type(label) is str:
+        return label
+    if isinstance(label, str):
+        return str.__str__(label)      # a str subclass could carry arbitrary objects
+    raise TypeError(f"label must be a str, not '{type(label).__name__}'")
+
+
+# Children whose last reference is held by a node being freed. Freeing a graph recursively
+# overflows the C stack (measured: a 1,000,000-deep chain segfaults), so they are released
+# here one at a time. Only C deallocators run in between, never Python code, so no other
+# thread can touch these while the GIL is held.
+cdef PtrStack doomed
+cdef bint releasing = False
+
+
+cdef inline void release_later(PyObject* child) noexcept:
+    # `child` is a field of a dying node, about to be cleared. If the field holds its last
+    # reference, `doomed` takes one of its own, so clearing the field does not free it here.
+    if Py_REFCNT(child) == 1 and push(&doomed, child) == 0:
+        Py_XINCREF(child)
+
+
+# ---------------------------------------------------------------------------------------------
+# The node
+
+@cython.freelist(1024)
+@cython.no_gc
+@cython.final
+cdef class Value:
+    """Value(data, _children=(), _op='', label='')
+--
+
+    A scalar and its gradient, a node in a graph of operations.
+
+    `data` and `grad` are floats. Build graphs with + - * / ** and relu(), tanh(), exp(),
+    log(), sigmoid(); call backward() on the result to fill every node's grad.
+    """
+
+    # Keeps numpy from treating a Value as an element of an object array in `numpy_scalar * v`:
+    # numpy then defers to our reflected op and the result is a Value.
+    __array_ufunc__ = None
+
+    def __init__(self, data, _children=(), _op='', label=''):
+        self.data = number(data, "Value() argument")
+        if type(_op) is not str:
+            raise TypeError(f"_op must be a str, not '{type(_op).__name__}'")
+        children = tuple(_children)
+        for child in children:
+            if not isinstance(child, Value):
+                raise TypeError(f"_children must hold Values, not '{type(child).__name__}'")
+        if children or _op:
+            self.op = CUSTOM
+            self.children = children
+            self.state = custom_op_id(_op)
+        self._label = exact_str(label)
+
+    def __dealloc__(self):
+        global releasing
+        release_later(<PyObject*>self.left)
+        self.left = None
+        release_later(<PyObject*>self.right)
+        self.right = None
+        release_later(<PyObject*>self.children)
+        self.children = None
+        if releasing:
+            return                      # an outer __dealloc__ is draining `doomed`
+        releasing = True
+        while doomed.size:
+            doomed.size -= 1
+            Py_XDECREF(doomed.items[doomed.size])
+        releasing = False
+        if doomed.capacity > 65536:
+            release_storage(&doomed)    # don't keep a big graph's worth of pointers around
+
+    # -- upstream's ops, in upstream's order -------------------------------------------------
+
+    def __add__(self, other):  # self + other
+        cdef double c
+        if isinstance(other, Value):
+            return binary(ADD, self.data + (<Value>other).data, self, other)
+        if as_double(other, &c):
+            return unary(ADD_CONST, self.data + c, self, c)
+        return NotImplemented
+
+    def __mul__(self, other):  # self * other
+        cdef double c
+        if isinstance(other, Value):
+            return binary(MUL, self.data * (<Value>other).data, self, other)
+        if as_double(other, &c):
+            return unary(MUL_CONST, self.data * c, self, c)
+        return NotImplemented
+
+    def __pow__(self, other, modulo):  # self ** other
+        cdef double c
+        if modulo is not None:
+            return NotImplemented
+        if isinstance(other, Value):
+            return binary(POW, float_pow(self.data, (<Value>other).data), self, other)
+        if as_double(other, &c):
+            return unary(POW_CONST, float_pow(self.data, c), self, c)
+        return NotImplemented
+
+    def relu(self):
+        """max(0, self), as upstream: relu(-0.0) is -0.0 and relu(nan) is nan."""
+        return unary(RELU, 0.0 if self.data < 0 else self.data, self, 0.0)
+
+    def backward(self):
+        """Set self.grad to 1 and add d(self)/d(node) into every node's grad below it.
+
+        Grads accumulate across calls, as upstream: zero them between steps.
+        """
+        cdef PtrStack order = PtrStack(NULL, 0, 0)
+        cdef Py_ssize_t i
+        cdef Value node
+        try:
+            topological_order(self, &order)
+            self.grad = 1.0
+            # Go one node at a time, parents before children, applying the chain rule.
+            for i in range(order.size - 1, -1, -1):
+                node = <Value>order.items[i]
+                backprop_node(node)
+                node.visit = NOT_SEEN
+        finally:
+            release_storage(&order)
+
+    def __neg__(self):  # -self
+        return self * -1
+
+    def __radd__(self, other):  # other + self
+        return self + other
+
+    def __sub__(self, other):  # self - other
+        return self + (-other)
+
+    def __rsub__(self, other):  # other - self
+        return other + (-self)
+
+    def __rmul__(self, other):  # other * self
+        return self * other
+
+    def __truediv__(self, other):  # self / other
+        return self * other**-1
+
+    def __rtruediv__(self, other):  # other / self
+        return other * self**-1
+
+    def __repr__(self):
+        return f"Value(data={self.data}, grad={self.grad})"
+
+    # -- beyond upstream ---------------------------------------------------------------------
+
+    def __rpow__(self, other, modulo):  # other ** self
+        cdef double c
+        if modulo is not None or not as_double(other, &c):
+            return NotImplemented
+        return unary(RPOW_CONST, float_pow(c, self.data), self, c)
+
+    def tanh(self):
+        """The hyperbolic tangent of self."""
+        return unary(TANH, tanh(self.data), self, 0.0)
+
+    def exp(self):
+        """e ** self; OverflowError where math.exp raises it."""
+        cdef double out = exp(self.data)
+        if isinf(out) and isfinite(self.data):
+            raise OverflowError("math range error")
+        return unary(EXP, out, self, 0.0)
+
+    def log(self):
+        """The natural logarithm of self; ValueError for self <= 0, as math.log."""
+        if self.data <= 0.0:                # False for nan, which passes through as in math.log
+            raise ValueError("math domain error")
+        return unary(LOG, log(self.data), self, 0.0)
+
+    def sigmoid(self):
+        """1 / (1 + exp(-self)), computed without overflow."""
+        cdef double x = self.data, e, out
+        if x >= 0.0:
+            out = 1.0 / (1.0 + exp(-x))
+        else:
+            e = exp(x)
+            out = e / (1.0 + e)
+        return unary(SIGMOID, out, self, 0.0)
+
+    @property
+    def label(self):
+        """A name for drawing the graph (str, default '')."""
+        return '' if self._label is None else self._label
+
+    @label.setter
+    def label(self, value):
+        self._label = exact_str(value)
+
+    # -- upstream's graph internals, computed on demand ----------------------------------------
+
+    @property
+    def _prev(self):
+        """The set of child Values (numbers folded into an op, as in `x * 2.0`, are not nodes)."""
+        if self.children is not None:
+            return set(self.children)
+        if self.right is not None:
+            return {self.left, self.right}
+        if self.left is not None:
+            return {self.left}
+        return set()
+
+    @property
+    def _op(self):
+        """The op that made this node, spelled as upstream does: '+', '*', '**2', 'ReLU', ..."""
+        if self.op == POW_CONST:
+            integral = isfinite(self.state) and self.state == floor(self.state)
+            exponent = int(self.state) if integral else self.state
+            return f"**{exponent}"
+        if self.op == CUSTOM:
+            return custom_op_names[<Py_ssize_t>self.state]
+        return OP_NAMES[self.op]
+
+    def _backward(self):
+        """Add this node's local gradients into its children (one step of backward)."""
+        backprop_node(self)
+
+    # -- pickling and copying: a Value travels as a leaf ------------------------------------------
+
+    def __reduce__(self):
+        return (Value, (self.data,), (self.grad, self.label))
+
+    def __setstate__(self, state):
+        self.grad, self.label = state
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+
+@cython.cdivision(True)     # IEEE arithmetic: the sweep never raises (1/0 is inf, as in torch)
+cdef void backprop_node(Value node) noexcept:
+    # One step of the chain rule: g = d(root)/d(node) is added, times the local gradient, into
+    # each child's grad. The children are node.left (a) and node.right (b), the constant c is
+    # node.state. (Fields are read through `node.` because a local `Value a = node.left` would
+    # cost two reference-count writes per child, and this loop is bound by memory traffic.)
+    cdef double g = node.grad, c = node.state
+    cdef double a, b
+    if node.op == ADD:                  # a + b
+        node.left.grad += g
+        node.right.grad += g
+    elif node.op == MUL:                # a * b
+        node.left.grad += node.right.data * g
+        node.right.grad += node.left.data * g
+    elif node.op == POW:                # a ** b
+        # Where a formula gives 0 * inf the limit is 0, as in torch: d/da a**0 and, at a == 0,
+        # d/db a**b = a**b * log(a).
+        a = node.left.data
+        b = node.right.data
+        if b != 0.0:
+            node.left.grad += (b * c_pow(a, b - 1.0)) * g
+        if not (a == 0.0 and b >= 0.0):
+            node.right.grad += node.data * log(a) * g
+    elif node.op == ADD_CONST:          # a + c
+        node.left.grad += g
+    elif node.op == MUL_CONST:          # a * c
+        node.left.grad += c * g
+    elif node.op == POW_CONST:          # a ** c
+        if c != 0.0:
+            node.left.grad += (c * c_pow(node.left.data, c - 1.0)) * g
+    elif node.op == RPOW_CONST:         # c ** a: c**a * log(c), 0 where c == 0 <= a
+        if not (c == 0.0 and node.left.data >= 0.0):
+            node.left.grad += node.data * log(c) * g
+    elif node.op == RELU:               # relu(a)
+        node.left.grad += (node.data > 0) * g
+    elif node.op == TANH:               # tanh(a)
+        node.left.grad += (1.0 - node.data * node.data) * g
+    elif node.op == EXP:                # exp(a)
+        node.left.grad += node.data * g
+    elif node.op == LOG:                # log(a)
+        node.left.grad += (1.0 / node.left.data) * g
+    elif node.op == SIGMOID:            # sigmoid(a)
+        node.left.grad += node.data * (1.0 - node.data) * g
+    # LEAF and CUSTOM pass nothing on (upstream's default _backward does nothing).
+
+
+cdef int topological_order(Value root, PtrStack* order) except -1:
+    # An iterative depth-first search (recursion fails at depth ~1,000 in Python and overflows
+    # the C stack near 1e5). Each entry of `todo` is a node to expand, or, once its children
+    # are done, a node to append to `order`: that entry is the node's pointer with its low bit
+    # set, so appending never has to load the node again (the sort is bound by memory loads).
+    # Pointers are borrowed: root keeps every node alive and nothing runs Python code here.
+    cdef PtrStack todo = PtrStack(NULL, 0, 0)
+    cdef Value node
+    cdef PyObject* entry
+    cdef Py_ssize_t i
+    cdef int failed = push(&todo, <PyObject*>root)
+    while todo.size and not failed:
+        todo.size -= 1
+        entry = todo.items[todo.size]
+        if is_done_mark(entry):
+            failed = push(order, node_of_done_mark(entry))
+            continue
+        node = <Value>entry
+        if node.visit:
+            continue                    # pushed by several parents; expanded already
+        node.visit = SEEN
+        failed = push(&todo, done_mark(entry))
+        if node.children is not None:
+            for i in range(PyTuple_GET_SIZE(node.children) - 1, -1, -1):
+                failed |= push(&todo, PyTuple_GET_ITEM(node.children, i))
+        else:
+            if node.right is not None:
+                failed |= push(&todo, <PyObject*>node.right)
+            if node.left is not None:
+                failed |= push(&todo, <PyObject*>node.left)
+    if failed:
+        # Leave every mark as we found it, so the graph can be used again.
+        for i in range(todo.size):
+            if not is_done_mark(todo.items[i]):
+                (<Value>todo.items[i]).visit = NOT_SEEN
+            else:
+                (<Value>node_of_done_mark(todo.items[i])).visit = NOT_SEEN
+        for i in range(order.size):
+            (<Value>order.items[i]).visit = NOT_SEEN
+        release_storage(&todo)
+        raise MemoryError("not enough memory to order the graph for backward()")
+    release_storage(&todo)
+    return 0
