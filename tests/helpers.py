@@ -1,0 +1,51 @@
+"""Shared by the tests: tolerant comparison and a tiny interpreter for random expression graphs."""
+import math
+
+
+def close(a, b, rel=1e-9, abs_=1e-9):
+    """Equal within tolerance; nan equals nan, and infinities must match exactly."""
+    a, b = float(a), float(b)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+# Each op takes (x, y, c): two nodes of the graph and a number. They use only operators and
+# methods that upstream micrograd, micrograd_c and torch tensors all spell the same way.
+UPSTREAM_OPS = {
+    "add": lambda x, y, c: x + y,
+    "sub": lambda x, y, c: x - y,
+    "mul": lambda x, y, c: x * y,
+    "div": lambda x, y, c: x / y,
+    "add_const": lambda x, y, c: x + c,
+    "sub_const": lambda x, y, c: x - c,
+    "mul_const": lambda x, y, c: x * c,
+    "div_const": lambda x, y, c: x / c,
+    "const_add": lambda x, y, c: c + x,
+    "const_sub": lambda x, y, c: c - x,
+    "const_mul": lambda x, y, c: c * x,
+    "const_div": lambda x, y, c: c / x,
+    "neg": lambda x, y, c: -x,
+    "relu": lambda x, y, c: x.relu(),
+    "pow": lambda x, y, c: x ** c,
+    "sum": lambda x, y, c: sum([x, y, x]),
+}
+EXTRA_OPS = {
+    "tanh": lambda x, y, c: x.tanh(),
+    "exp": lambda x, y, c: x.exp(),
+    "log": lambda x, y, c: x.log(),
+    "sigmoid": lambda x, y, c: x.sigmoid(),
+    "pow_value": lambda x, y, c: x ** y,
+    "const_pow": lambda x, y, c: abs(c) ** x,
+}
+ALL_OPS = {**UPSTREAM_OPS, **EXTRA_OPS}
+
+
+def build(leaf, leaves, program, ops=ALL_OPS):
+    """Builds the graph of `program` ([(op, i, j, c)]) over leaves made by `leaf`; returns
+    (nodes, root), where root is the sum of every node made, so that all of them get a grad."""
+    nodes = [leaf(x) for x in leaves]
+    for op, i, j, c in program:
+        nodes.append(ops[op](nodes[i], nodes[j], c))
+    made = nodes[len(leaves):]
+    return nodes, sum(made) if made else nodes[0] * 1.0

@@ -1,0 +1,535 @@
+"""micrograd_c.engine against oracles: upstream micrograd on the same graph, finite differences,
+hand-derived values, Python's own float and math semantics, and torch where it is installed."""
+import copy
+import gc
+import importlib.util
+import inspect
+import math
+import pickle
+import random
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from helpers import ALL_OPS, UPSTREAM_OPS, build, close
+from micrograd_c import moons, upstream
+from micrograd_c.engine import Value
+
+micrograd = pytest.importorskip("micrograd.engine", reason="upstream micrograd is the oracle")
+UValue = micrograd.Value
+
+# ---------------------------------------------------------------------------------------------
+# Parity with upstream micrograd on random graphs
+
+small = st.floats(-3, 3, allow_nan=False).filter(lambda x: abs(x) > 1e-3 or x == 0)
+constants = st.one_of(small, st.integers(-3, 3), st.sampled_from([0.5, 1.5, 2.0, -1.0]))
+
+
+@st.composite
+def programs(draw, ops):
+    leaves = draw(st.lists(small, min_size=1, max_size=4))
+    program = []
+    for k in range(draw(st.integers(1, 20))):
+        size = len(leaves) + k
+        program.append((draw(st.sampled_from(sorted(ops))), draw(st.integers(0, size - 1)),
+                        draw(st.integers(0, size - 1)), draw(constants)))
+    return leaves, program
+
+
+def real_valued(op):
+    # Where Python's pow goes complex, micrograd_c raises ValueError instead (as math.pow does).
+    def checked(x, y, c):
+        out = op(x, y, c)
+        if isinstance(out.data, complex):
+            raise ValueError("complex result")
+        return out
+    return checked
+
+
+UPSTREAM_REAL_OPS = {name: real_valued(op) for name, op in UPSTREAM_OPS.items()}
+
+
+def upstream_result(leaves, program, backward_calls):
+    """Upstream's nodes after backward, or the exception its forward pass raised."""
+    try:
+        nodes, root = build(UValue, leaves, program, UPSTREAM_REAL_OPS)
+    except (ZeroDivisionError, OverflowError, ValueError) as error:
+        return None, type(error)
+    try:
+        for _ in range(backward_calls):
+            root.backward()
+    except (ZeroDivisionError, OverflowError):
+        assume(False)                  # upstream's Python pow failed where the C sweep gives inf
+    if any(isinstance(n.grad, complex) for n in nodes):
+        assume(False)
+    return nodes, None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(UPSTREAM_OPS), st.integers(1, 2))
+def test_random_graphs_match_upstream(case, backward_calls):
+    leaves, program = case
+    expected, error = upstream_result(leaves, program, backward_calls)
+    if error is not None:
+        with pytest.raises(error):
+            build(Value, leaves, program, UPSTREAM_OPS)
+        return
+    nodes, root = build(Value, leaves, program, UPSTREAM_OPS)
+    for _ in range(backward_calls):
+        root.backward()
+    assert len(nodes) == len(expected)
+    for ours, theirs in zip(nodes, expected):
+        assert close(ours.data, theirs.data), (ours, theirs)
+        assert close(ours.grad, theirs.grad), (ours, theirs)
+
+
+def test_reused_nodes_and_backward_twice_match_upstream():
+    def graph(V):
+        a = V(-4.0)
+        b = a + a
+        c = b * b
+        d = c * a + b ** 3 + (c - a).relu()
+        return a, b, c, d
+
+    ours, theirs = graph(Value), graph(UValue)
+    for calls in (1, 2):
+        ours[-1].backward()
+        theirs[-1].backward()
+        for o, t in zip(ours, theirs):
+            assert (o.data, o.grad) == (t.data, t.grad), calls
+    assert ours[-1].grad == 1.0            # the root is set to 1, not accumulated
+
+
+def test_reflected_ops_with_numbers_match_upstream():
+    def graph(V):
+        x = V(1.5)
+        y = 2 * x + 1 - 3 / x + sum([x, x]) - (1 - x) + (x * 4) / 2 + (-x) ** 2
+        return x, y
+
+    (x, y), (ux, uy) = graph(Value), graph(UValue)
+    y.backward()
+    uy.backward()
+    assert close(y.data, uy.data, rel=1e-15) and close(x.grad, ux.grad, rel=1e-15)
+
+
+def test_upstream_test_suite_examples():
+    # micrograd's own test/test_engine.py, with the hand-checked figures it asserts (via torch)
+    x = Value(-4.0)
+    z = 2 * x + 2 + x
+    q = z.relu() + z * x
+    h = (z * z).relu()
+    y = h + q + q * x
+    y.backward()
+    assert y.data == -20.0 and x.grad == 46.0
+
+    a = Value(-4.0)
+    b = Value(2.0)
+    c = a + b
+    d = a * b + b ** 3
+    c += c + 1
+    c += 1 + c + (-a)
+    d += d * 2 + (b + a).relu()
+    d += 3 * d + (b - a).relu()
+    e = c - d
+    f = e ** 2
+    g = f / 2.0
+    g += 10.0 / f
+    g.backward()
+    assert math.isclose(g.data, 24.70408163265306, rel_tol=1e-12)
+    assert math.isclose(a.grad, 138.83381924198252, rel_tol=1e-12)
+    assert math.isclose(b.grad, 645.5772594752186, rel_tol=1e-12)
+
+
+def test_upstream_nn_trains_the_same_on_our_value():
+    # upstream's nn.py, unchanged, on our Value: the demo's losses agree step by step
+    ours_nn = upstream.nn_on(__import__("micrograd_c.engine", fromlist=["Value"]))
+    import micrograd.nn as theirs_nn
+
+    X, y = moons.demo_data()
+    results = []
+    for nn, V in ((ours_nn, Value), (theirs_nn, UValue)):
+        random.seed(7)
+        model = nn.MLP(2, [16, 16, 1])
+        results.append([moons.sgd_step(model, X, y, V, k) for k in range(5)])
+    for (loss, acc), (uloss, uacc) in zip(*results):
+        assert close(loss, uloss, rel=1e-12) and acc == uacc
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops upstream lacks: finite differences and hand-derived values
+
+def numeric_grad(f, x, h=1e-6):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+@pytest.mark.parametrize("x", [-2.5, -0.3, 0.4, 1.7, 3.0])
+@pytest.mark.parametrize("op, f, df", [
+    ("tanh", math.tanh, lambda x: 1 - math.tanh(x) ** 2),
+    ("exp", math.exp, math.exp),
+    ("sigmoid", lambda x: 1 / (1 + math.exp(-x)), lambda x: math.exp(-x) / (1 + math.exp(-x)) ** 2),
+])
+def test_unary_ops_against_math_and_finite_differences(op, f, df, x):
+    v = Value(x)
+    out = getattr(v, op)()
+    out.backward()
+    assert math.isclose(out.data, f(x), rel_tol=1e-14)
+    assert math.isclose(v.grad, df(x), rel_tol=1e-12)
+    assert math.isclose(v.grad, numeric_grad(f, x), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("x", [0.1, 0.5, 2.0, 30.0])
+def test_log(x):
+    v = Value(x)
+    out = v.log()
+    out.backward()
+    assert out.data == math.log(x)
+    assert math.isclose(v.grad, 1 / x, rel_tol=1e-15)
+    assert math.isclose(v.grad, numeric_grad(math.log, x, h=1e-7), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("a, b", [(2.0, 3.0), (0.5, -1.5), (3.0, 0.5), (1.2, 2.7)])
+def test_value_to_the_power_of_a_value(a, b):
+    x, y = Value(a), Value(b)
+    out = x ** y
+    out.backward()
+    assert out.data == a ** b
+    assert math.isclose(x.grad, b * a ** (b - 1), rel_tol=1e-14)
+    assert math.isclose(y.grad, a ** b * math.log(a), rel_tol=1e-14)
+    assert math.isclose(x.grad, numeric_grad(lambda t: t ** b, a), rel_tol=1e-6)
+    assert math.isclose(y.grad, numeric_grad(lambda t: a ** t, b), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("c, b", [(2.0, 3.0), (0.5, -1.5), (10, 0.3)])
+def test_number_to_the_power_of_a_value(c, b):
+    y = Value(b)
+    out = c ** y
+    out.backward()
+    assert out.data == c ** b
+    assert math.isclose(y.grad, c ** b * math.log(c), rel_tol=1e-14)
+    assert math.isclose(y.grad, numeric_grad(lambda t: c ** t, b), rel_tol=1e-6)
+
+
+def test_seed_notebook_example():
+    x = Value(2.0, label="x")
+    y = Value(3.0, label="y")
+    z = x * x * y + (x * y).tanh()
+    z.backward()
+    # hand-derived: dz/dx = 2xy + y (1 - tanh(xy)^2), dz/dy = x^2 + x (1 - tanh(xy)^2)
+    assert math.isclose(x.grad, 12.000073729642216, rel_tol=1e-15)
+    assert math.isclose(y.grad, 4.00004915309481, rel_tol=1e-15)
+    assert math.isclose(x.grad, 2 * 2 * 3 + 3 * (1 - math.tanh(6) ** 2), rel_tol=1e-15)
+
+
+def test_gradients_at_the_edges_of_the_domain():
+    # limits rather than NaN where the derivative exists, as torch does
+    x = Value(0.0)
+    (x ** 0).backward()
+    assert x.grad == 0.0
+    x, y = Value(0.0), Value(2.0)
+    (x ** y).backward()
+    assert (x.grad, y.grad) == (0.0, 0.0)
+    x = Value(0.0)
+    (x ** 0.5).backward()                  # d sqrt(x)/dx -> inf at 0; never an exception
+    assert x.grad == math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch on the same graphs (skipped where torch is not installed)
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="torch is not installed")
+
+
+@needs_torch
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(ALL_OPS))
+def test_random_graphs_match_torch(case):
+    import torch
+
+    def torch_leaf(x):
+        return torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
+
+    leaves, program = case
+    try:
+        nodes, root = build(Value, leaves, program)
+        root.backward()
+    except (ValueError, ZeroDivisionError, OverflowError):
+        assume(False)                       # outside the domain: checked against Python below
+    assume(all(math.isfinite(n.data) and math.isfinite(n.grad) for n in nodes))
+    tnodes, troot = build(torch_leaf, leaves, program)
+    for t in tnodes:
+        if t.requires_grad and not t.is_leaf:
+            t.retain_grad()
+    troot.backward()
+    for ours, theirs in zip(nodes, tnodes):
+        assert close(ours.data, theirs.item()), (ours, theirs)
+        tgrad = 0.0 if theirs.grad is None else theirs.grad.item()
+        assert close(ours.grad, tgrad, rel=1e-8, abs_=1e-8), (ours, theirs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: the exceptions Python's floats and math raise
+
+@pytest.mark.parametrize("make, error", [
+    (lambda: Value("abc"), TypeError),
+    (lambda: Value(None), TypeError),
+    (lambda: Value([1]), TypeError),
+    (lambda: Value(1j), TypeError),
+    (lambda: Value(1) + "x", TypeError),
+    (lambda: "x" * Value(1), TypeError),
+    (lambda: Value(1) ** "x", TypeError),
+    (lambda: Value(1) ** None, TypeError),
+    (lambda: pow(Value(2), 2, 3), TypeError),
+    (lambda: Value(1) / 0, ZeroDivisionError),
+    (lambda: Value(1) / Value(0.0), ZeroDivisionError),
+    (lambda: 1 / Value(-0.0), ZeroDivisionError),
+    (lambda: Value(0) ** -1, ZeroDivisionError),
+    (lambda: Value(-8) ** 0.5, ValueError),
+    (lambda: Value(-8) ** Value(1 / 3), ValueError),
+    (lambda: (-2) ** Value(0.5), ValueError),
+    (lambda: Value(0).log(), ValueError),
+    (lambda: Value(-1).log(), ValueError),
+    (lambda: Value(-math.inf).log(), ValueError),
+    (lambda: Value(1000).exp(), OverflowError),
+    (lambda: Value(10.0) ** 400, OverflowError),
+    (lambda: Value(10 ** 400), OverflowError),
+    (lambda: Value(1, label=3), TypeError),
+    (lambda: Value(1, _op=3), TypeError),
+    (lambda: Value(1, (2,)), TypeError),
+])
+def test_bad_input_raises_like_python(make, error):
+    with pytest.raises(error):
+        make()
+
+
+@pytest.mark.parametrize("x", [-8.0, 0.0, -0.0, 2.0, math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("c", [-1, -0.5, 0, 0.5, 2, 3, math.inf, -math.inf, math.nan])
+def test_pow_follows_python_floats(x, c):
+    # Python's float ** is the oracle; where it returns a complex number we raise ValueError
+    try:
+        expected = x ** c
+    except (ZeroDivisionError, OverflowError) as error:
+        with pytest.raises(type(error)):
+            Value(x) ** c
+        return
+    if isinstance(expected, complex):
+        with pytest.raises(ValueError):
+            Value(x) ** c
+        return
+    assert close((Value(x) ** c).data, expected, rel=0, abs_=0)
+
+
+@pytest.mark.parametrize("x", [-1000.0, -1.0, 0.0, 709.0, 710.0, math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("op", ["exp", "log", "tanh"])
+def test_unary_ops_follow_math(op, x):
+    try:
+        expected = getattr(math, op)(x)
+    except (ValueError, OverflowError) as error:
+        with pytest.raises(type(error)):
+            getattr(Value(x), op)()
+        return
+    assert close(getattr(Value(x), op)().data, expected, rel=0, abs_=0)
+
+
+def test_relu_of_signed_zero_and_nan_as_upstream():
+    for x in (-0.0, 0.0, math.nan):
+        ours, theirs = Value(x).relu().data, UValue(x).relu().data
+        assert math.copysign(1, ours) == math.copysign(1, theirs) and close(ours, theirs)
+
+
+def test_nan_and_inf_propagate():
+    x = Value(math.nan)
+    y = Value(math.inf)
+    assert math.isnan((x * 2 + 1).data)
+    assert (y + 1).data == math.inf and math.isnan((y - y).data)
+
+
+def test_numbers_of_other_kinds_are_accepted():
+    assert Value(True).data == 1.0
+    assert Value(np.float32(0.5)).data == 0.5
+    assert Value(np.int64(3)).data == 3.0
+    prod = np.float64(2.0) * Value(3.0)
+    assert isinstance(prod, Value) and prod.data == 6.0
+    assert (Value(3.0) * np.int32(2)).data == 6.0
+    assert (Value(1.0) + 10 ** 20).data == 1e20
+
+
+# ---------------------------------------------------------------------------------------------
+# Drop-in API details
+
+def test_repr_and_attributes_like_upstream():
+    v = Value(2.0)
+    assert repr(v) == "Value(data=2.0, grad=0.0)"
+    assert repr(v) == repr(UValue(2.0)).replace("grad=0", "grad=0.0")
+    v.data = 3
+    v.grad = 0
+    assert (v.data, v.grad) == (3.0, 0.0) and type(v.data) is float
+    with pytest.raises(TypeError):
+        v.data = "x"
+    assert Value.__module__ == "micrograd_c.engine"
+    assert list(inspect.signature(Value).parameters) == ["data", "_children", "_op", "label"]
+
+
+def test_prev_and_op_as_upstream_spells_them():
+    a, b = Value(2.0), Value(3.0)
+    ua, ub = UValue(2.0), UValue(3.0)
+    for ours, theirs in [(a + b, ua + ub), (a * b, ua * ub), (a ** 2, ua ** 2),
+                         (a ** -1, ua ** -1), (a ** 0.5, ua ** 0.5), (a.relu(), ua.relu()),
+                         (a - b, ua - ub), (a / b, ua / ub), (-a, -ua), (1 - a, 1 - ua)]:
+        # upstream's _prev also lists the leaves it makes for constants; ours keeps them in the node
+        theirs_nodes = {c.data for c in theirs._prev if c in (ua, ub) or c._prev}
+        assert ours._op == theirs._op
+        assert {c.data for c in ours._prev} == theirs_nodes
+    assert (a + a)._prev == {a}
+    assert (a * 2.0)._prev == {a}            # the constant lives in the node, not as a leaf
+    assert a._prev == set() and a._op == ""
+    assert a.tanh()._op == "tanh" and (2 ** a)._op == "**"
+
+
+def test_hand_made_nodes_carry_children_but_no_gradient_as_upstream():
+    a, b = Value(2.0), Value(3.0)
+    c = Value(a.data + b.data, (a, b), "+")
+    d = c * 2
+    d.backward()
+    ua, ub = UValue(2.0), UValue(3.0)
+    uc = UValue(ua.data + ub.data, (ua, ub), "+")
+    ud = uc * 2
+    ud.backward()
+    assert c._prev == {a, b} and c._op == "+"
+    assert (a.grad, b.grad, c.grad) == (ua.grad, ub.grad, uc.grad) == (0, 0, 2)
+
+
+def test_upstream_style_graph_tracing_works():
+    # the trace() of micrograd's trace_graph notebook, unchanged
+    def trace(root):
+        nodes, edges = set(), set()
+
+        def build(v):
+            if v not in nodes:
+                nodes.add(v)
+                for child in v._prev:
+                    edges.add((child, v))
+                    build(child)
+        build(root)
+        return nodes, edges
+
+    x = Value(1.0, label="x")
+    y = (x * 2 + 1).relu()
+    nodes, edges = trace(y)
+    assert len(nodes) == 4 and len(edges) == 3
+    assert {n._op for n in nodes} == {"", "*", "+", "ReLU"}
+
+
+def test_in_place_operators_make_new_nodes():
+    a = Value(1.0)
+    b = a
+    b += 1
+    b *= 3
+    assert b is not a and a.data == 1.0 and b.data == 6.0 and b._op == "*"
+
+
+def test_grads_accumulate_until_zeroed():
+    x = Value(3.0)
+    y = x * x
+    y.backward()
+    y.backward()
+    assert x.grad == 12.0
+    x.grad = 0
+    y.backward()
+    assert x.grad == 6.0
+
+
+def test_labels():
+    assert Value(1.0).label == ""
+    v = Value(1.0, label="w1")
+    assert v.label == "w1"
+    v.label = "w2"
+    assert v.label == "w2"
+
+    class Name(str):
+        pass
+    v.label = Name("w3")
+    assert v.label == "w3" and type(v.label) is str
+
+
+def test_pickle_and_copy_give_leaves():
+    x = Value(2.0, label="x")
+    y = (x * 3).tanh()
+    y.backward()
+    y.label = "y"
+    for clone in (pickle.loads(pickle.dumps(y)), copy.copy(y), copy.deepcopy(y)):
+        assert isinstance(clone, Value) and clone is not y
+        assert (clone.data, clone.grad, clone.label) == (y.data, y.grad, "y")
+        assert clone._prev == set() and clone._op == ""
+    restored = pickle.loads(pickle.dumps([x, x]))
+    assert restored[0] is restored[1]
+
+
+def test_value_cannot_be_subclassed_or_extended():
+    with pytest.raises(TypeError):
+        type("Sub", (Value,), {})
+    with pytest.raises(AttributeError):
+        Value(1.0).anything = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth and memory
+
+def test_deep_chain_builds_backprops_and_frees():
+    depth = 300_000                        # upstream hits RecursionError near 1,000
+    x = Value(0.5)
+    y = x
+    for _ in range(depth):
+        y = y * 1.00001
+    y.backward()
+    assert math.isclose(x.grad, 1.00001 ** depth, rel_tol=1e-9)
+    del y                                   # must not overflow the C stack
+
+
+def test_deep_chain_of_binary_nodes_frees():
+    x = Value(1.0)
+    y = x
+    for _ in range(200_000):
+        y = (y + x) - x
+    y.backward()
+    assert x.grad == 1.0
+    del y
+
+
+def traced_bytes():
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def test_at_most_80_bytes_per_node():
+    tracemalloc.start()
+    try:
+        x, w = Value(1.0), Value(0.5)
+        before = traced_bytes()
+        y = x
+        for _ in range(100_000):
+            y = y * w + 1.0
+        per_node = (traced_bytes() - before) / 200_000
+    finally:
+        tracemalloc.stop()
+    assert per_node <= 80, per_node
+
+
+def test_dropped_graphs_are_freed():
+    tracemalloc.start()
+    try:
+        x = Value(1.0)
+        baseline = traced_bytes()
+        for _ in range(3):
+            y = x
+            for _ in range(50_000):
+                y = (y * x).tanh() + 1.0       # 150,000 nodes, 12 MB
+            y.backward()
+            del y
+            # all of it returns, but for the freelist's 1,024 nodes kept for reuse (80 KiB)
+            assert traced_bytes() - baseline < 100_000
+    finally:
+        tracemalloc.stop()
