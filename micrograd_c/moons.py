@@ -1,0 +1,59 @@
+"""The two-moons problem of micrograd's demo notebook: the data, the loss and one SGD step.
+
+Written once and used by the demo, the benchmark and the tests, for any engine with micrograd's
+API (pass its Value class), so that every engine runs exactly the same computation.
+"""
+import numpy as np
+
+
+def make_moons(n_samples=100, noise=0.1, seed=0):
+    """Two interleaving half circles, as sklearn.datasets.make_moons (without sklearn).
+
+    Returns X, a (n_samples, 2) float array, and y, an int array of 0s and 1s, shuffled.
+    """
+    n_outer = n_samples // 2
+    n_inner = n_samples - n_outer
+    outer = np.linspace(0, np.pi, n_outer)
+    inner = np.linspace(0, np.pi, n_inner)
+    X = np.concatenate([
+        np.stack([np.cos(outer), np.sin(outer)], axis=1),
+        np.stack([1 - np.cos(inner), 1 - np.sin(inner) - 0.5], axis=1),
+    ])
+    y = np.concatenate([np.zeros(n_outer, dtype=int), np.ones(n_inner, dtype=int)])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_samples)
+    X = X[order] + rng.normal(scale=noise, size=X.shape)
+    return X, y[order]
+
+
+def demo_data(n_samples=100, noise=0.1, seed=0):
+    """The demo's inputs as Python floats and labels as -1/+1 ints, ready for any engine."""
+    X, y = make_moons(n_samples, noise, seed)
+    return X.tolist(), (y * 2 - 1).tolist()
+
+
+def loss(model, X, y, Value, sum_values=sum):
+    """micrograd demo's loss: SVM max-margin loss plus 1e-4 L2; returns (loss, accuracy).
+
+    `sum_values` sums a list of Values: the builtin, as upstream, or an engine's fused sum.
+    """
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+    data_loss = sum_values(losses) * (1.0 / len(losses))
+    alpha = 1e-4
+    reg_loss = alpha * sum_values([p * p for p in model.parameters()])
+    total_loss = data_loss + reg_loss
+    accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
+    return total_loss, sum(accuracy) / len(accuracy)
+
+
+def sgd_step(model, X, y, Value, k, steps=100, sum_values=sum):
+    """One step of the demo's training loop (k counts from 0); returns (loss, accuracy)."""
+    total_loss, accuracy = loss(model, X, y, Value, sum_values)
+    model.zero_grad()
+    total_loss.backward()
+    learning_rate = 1.0 - 0.9 * k / steps
+    for p in model.parameters():
+        p.data -= learning_rate * p.grad
+    return total_loss.data, accuracy
