@@ -1,5 +1,5 @@
 # Type stub for the compiled module micrograd_c.engine (src/engine.pyx).
-from typing import Iterable, SupportsFloat, Union, final
+from typing import Any, Iterable, SupportsFloat, Union, final
 
 Number = Union[int, float, SupportsFloat]
 
@@ -40,3 +40,23 @@ class Value:
     @property
     def _op(self) -> str: ...
     def _backward(self) -> None: ...
+
+def dot(
+    ws: Iterable[Union[Value, Number]],
+    xs: Iterable[Union[Value, Number]],
+    bias: Union[Value, Number, None] = None,
+) -> Value:
+    """bias + sum(w * x for w, x in zip(ws, xs)), as one node."""
+    ...
+
+def sum(values: Iterable[Union[Value, Number]]) -> Value:
+    """The sum of Values and numbers, as one node."""
+    ...
+
+def copy_to_array(values: Iterable[Value], out: Any, grads: bool = False) -> None:
+    """Write each Value's data (or grad) into out, a float64 array as long."""
+    ...
+
+def copy_from_array(values: Iterable[Value], source: Any, grads: bool = False) -> None:
+    """Set each Value's data (or grad) from source, a float64 array as long."""
+    ...

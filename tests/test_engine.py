@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from helpers import ALL_OPS, UPSTREAM_OPS, build, close
-from micrograd_c import moons, upstream
+from micrograd_c import engine, moons, upstream
 from micrograd_c.engine import Value
 
 micrograd = pytest.importorskip("micrograd.engine", reason="upstream micrograd is the oracle")
@@ -533,3 +533,103 @@ def test_dropped_graphs_are_freed():
             assert traced_bytes() - baseline < 100_000
     finally:
         tracemalloc.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused n-ary ops against the unfused graph upstream builds
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(small, small), min_size=0, max_size=20), small, st.booleans())
+def test_dot_equals_upstream_neuron(pairs, b, relu):
+    ws = [Value(w) for w, _ in pairs]
+    xs = [Value(x) for _, x in pairs]
+    bias = Value(b)
+    out = engine.dot(ws, xs, bias)
+    out = out.relu() if relu else out
+    out.backward()
+    uws = [UValue(w) for w, _ in pairs]
+    uxs = [UValue(x) for _, x in pairs]
+    ubias = UValue(b)
+    uout = sum((w * x for w, x in zip(uws, uxs)), ubias)
+    uout = uout.relu() if relu else uout
+    uout.backward()
+    assert out.data == uout.data                        # same order of additions: same bits
+    for ours, theirs in zip(ws + xs + [bias], uws + uxs + [ubias]):
+        assert close(ours.grad, theirs.grad, rel=1e-12, abs_=1e-12)
+
+
+def test_dot_with_shared_and_numeric_operands():
+    w = Value(3.0)
+    out = engine.dot([w, w, 2.0], [w, 4.0, Value(5.0)], 1.5)   # 1.5 + w*w + 4w + 10
+    out.backward()
+    assert out.data == 1.5 + 9.0 + 12.0 + 10.0
+    assert w.grad == 2 * 3.0 + 4.0
+    assert out._op == "dot" and w in out._prev
+    assert engine.dot([], []).data == 0.0
+    assert engine.dot((v for v in [w]), [2.0]).data == 6.0     # any iterable
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(small, st.integers(-3, 3)), max_size=30), st.data())
+def test_sum_equals_builtin_sum(numbers, data):
+    as_value = data.draw(st.lists(st.booleans(), min_size=len(numbers), max_size=len(numbers)))
+    items = [Value(x) if v else x for x, v in zip(numbers, as_value)]
+    uitems = [UValue(x) if v else x for x, v in zip(numbers, as_value)]
+    out = engine.sum(items) * 2.0
+    out.backward()
+    uout = sum(uitems) * 2.0
+    if isinstance(uout, (int, float)):                  # no Values at all
+        assert out.data == uout
+        return
+    uout.backward()
+    assert out.data == uout.data
+    for ours, theirs in zip(items, uitems):
+        if isinstance(ours, Value):
+            assert ours.grad == theirs.grad
+
+
+def test_fused_ops_reject_bad_input():
+    v = Value(1.0)
+    with pytest.raises(ValueError):
+        engine.dot([v, v], [v])                          # zip would drop one silently
+    with pytest.raises(TypeError):
+        engine.dot([v], ["x"])
+    with pytest.raises(TypeError):
+        engine.dot([v], [v], bias="b")
+    with pytest.raises(TypeError):
+        engine.dot(5, [v])
+    with pytest.raises(TypeError):
+        engine.sum([v, None])
+    with pytest.raises(TypeError):
+        engine.sum(5)
+
+
+def test_wide_sum_and_deep_chain_of_fused_nodes():
+    xs = [Value(float(i)) for i in range(100_000)]
+    total = engine.sum(xs)
+    total.backward()
+    assert total.data == sum(range(100_000)) and all(x.grad == 1.0 for x in xs)
+    del total, xs
+    x = Value(1.0)
+    y = x
+    for _ in range(100_000):
+        y = engine.dot([y], [1.0], x) - x                # a chain through n-ary nodes
+    y.backward()
+    assert x.grad == 1.0
+    del y                                                # freed without recursion
+
+
+def test_bulk_copies():
+    vs = [Value(float(i)) for i in range(5)]
+    out = np.zeros(5)
+    engine.copy_to_array(vs, out)
+    assert out.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    engine.copy_from_array(vs, np.array([5.0, 6, 7, 8, 9]), grads=True)
+    engine.copy_to_array(vs, out, grads=True)
+    assert out.tolist() == [5.0, 6.0, 7.0, 8.0, 9.0] == [v.grad for v in vs]
+    with pytest.raises(ValueError):
+        engine.copy_to_array(vs, np.zeros(4))
+    with pytest.raises(TypeError):
+        engine.copy_to_array([1.0], np.zeros(1))
+    with pytest.raises(ValueError):
+        engine.copy_from_array(vs, np.zeros(5, dtype=np.float32))    # dtype must be float64
