@@ -1,0 +1,110 @@
+"""micrograd's neural-net library on the compiled engine: Module, Neuron, Layer, MLP.
+
+Same signatures, weight init, reprs and return conventions as upstream's micrograd/nn.py, so a
+seeded model equals upstream's. Each neuron is one fused `dot` node instead of 2n nodes.
+"""
+import random
+
+import numpy as np
+
+from micrograd_c import engine
+from micrograd_c.engine import Value
+
+ACTIVATIONS = ("relu", "tanh", "linear")
+
+
+class Module:
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = 0
+
+    def parameters(self):
+        return []
+
+    def get_params(self):
+        """All parameters' data as one float64 array, in parameters() order."""
+        params = self.parameters()
+        out = np.empty(len(params))
+        engine.copy_to_array(params, out)
+        return out
+
+    def set_params(self, values):
+        """Set all parameters' data from an array-like of len(parameters()) numbers."""
+        params = self.parameters()
+        source = np.ascontiguousarray(values, dtype=np.float64)
+        if source.shape != (len(params),):
+            raise ValueError(f"expected {len(params)} values, got an array of shape {source.shape}")
+        engine.copy_from_array(params, source)
+
+    def get_grads(self):
+        """All parameters' grads as one float64 array, in parameters() order."""
+        params = self.parameters()
+        out = np.empty(len(params))
+        engine.copy_to_array(params, out, grads=True)
+        return out
+
+
+class Neuron(Module):
+
+    def __init__(self, nin, nonlin=True, activation="relu"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
+        self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
+        self.b = Value(0)
+        self.nonlin = nonlin
+        self.activation = activation if nonlin else "linear"
+
+    def __call__(self, x):
+        act = engine.dot(self.w, x, self.b)
+        if self.activation == "relu":
+            return act.relu()
+        if self.activation == "tanh":
+            return act.tanh()
+        return act
+
+    def parameters(self):
+        return self.w + [self.b]
+
+    def __repr__(self):
+        name = {"relu": "ReLU", "tanh": "Tanh", "linear": "Linear"}[self.activation]
+        return f"{name}Neuron({len(self.w)})"
+
+
+class Layer(Module):
+
+    def __init__(self, nin, nout, **kwargs):
+        self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
+
+    def __call__(self, x):
+        # Numbers become leaf Values once here, not once per neuron.
+        x = [xi if isinstance(xi, Value) else Value(xi) for xi in x]
+        out = [n(x) for n in self.neurons]
+        return out[0] if len(out) == 1 else out
+
+    def parameters(self):
+        return [p for n in self.neurons for p in n.parameters()]
+
+    def __repr__(self):
+        return f"Layer of [{', '.join(str(n) for n in self.neurons)}]"
+
+
+class MLP(Module):
+
+    def __init__(self, nin, nouts, activation="relu", output_activation="linear"):
+        """Hidden layers use `activation`, the last layer `output_activation` (upstream: linear)."""
+        sz = [nin] + nouts
+        last = len(nouts) - 1
+        self.layers = [Layer(sz[i], sz[i+1], activation=output_activation if i == last else activation)
+                       for i in range(len(nouts))]
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def __repr__(self):
+        return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"

@@ -1,0 +1,138 @@
+"""micrograd_c.nn against upstream's micrograd.nn on the same seed, and against hand-built
+upstream graphs for what upstream lacks (tanh networks)."""
+import pickle
+import random
+
+import numpy as np
+import pytest
+
+from helpers import close
+from micrograd_c import engine, moons
+from micrograd_c.engine import Value
+from micrograd_c.nn import MLP, Layer, Module, Neuron
+
+unn = pytest.importorskip("micrograd.nn", reason="upstream micrograd is the oracle")
+UValue = pytest.importorskip("micrograd.engine").Value
+
+
+def pair(make, seed=0):
+    """The same model built by micrograd_c.nn and upstream's nn from the same random seed."""
+    random.seed(seed)
+    ours = make(__import__("micrograd_c.nn", fromlist=["MLP"]))
+    random.seed(seed)
+    theirs = make(unn)
+    return ours, theirs
+
+
+def test_seeded_models_equal_upstream():
+    for make in (lambda nn: nn.MLP(2, [16, 16, 1]), lambda nn: nn.MLP(3, [4, 4, 1]),
+                 lambda nn: nn.Layer(3, 2), lambda nn: nn.Neuron(5),
+                 lambda nn: nn.Neuron(5, nonlin=False)):
+        ours, theirs = pair(make)
+        assert repr(ours) == repr(theirs)
+        assert [p.data for p in ours.parameters()] == [p.data for p in theirs.parameters()]
+
+
+def test_forward_and_gradients_equal_upstream():
+    ours, theirs = pair(lambda nn: nn.MLP(3, [8, 8, 2]), seed=4)
+    rng = random.Random(1)
+    for _ in range(5):
+        x = [rng.uniform(-2, 2) for _ in range(3)]
+        out, uout = ours(x), theirs([UValue(v) for v in x])
+        loss = out[0] * out[1] + out[0]
+        uloss = uout[0] * uout[1] + uout[0]
+        assert loss.data == uloss.data
+        ours.zero_grad()
+        theirs.zero_grad()
+        loss.backward()
+        uloss.backward()
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            assert close(p.grad, q.grad, rel=1e-12, abs_=1e-12)
+
+
+def test_demo_training_matches_upstream():
+    ours, theirs = pair(lambda nn: nn.MLP(2, [16, 16, 1]), seed=2)
+    X, y = moons.demo_data(n_samples=30, seed=2)       # upstream takes ~0.5 s a step on this
+    for k in range(5):
+        loss, acc = moons.sgd_step(ours, X, y, Value, k, sum_values=engine.sum)
+        uloss, uacc = moons.sgd_step(theirs, X, y, UValue, k)
+        assert close(loss, uloss, rel=1e-12) and acc == uacc
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert close(p.data, q.data, rel=1e-11, abs_=1e-13)
+
+
+def test_layer_with_one_output_returns_a_value():
+    layer = Layer(3, 1)
+    out = layer([1.0, 2.0, 3.0])
+    assert isinstance(out, Value)
+    assert isinstance(Layer(3, 2)([1.0, 2.0, 3.0]), list)
+    assert isinstance(MLP(2, [3, 1])([1.0, 2.0]), Value)
+
+
+def test_tanh_activation_against_hand_derived_gradients():
+    random.seed(5)
+    n = Neuron(3, activation="tanh")
+    x = [0.5, -1.0, 2.0]
+    out = n(x)
+    out.backward()
+    act = n.b.data + sum(p.data * xi for p, xi in zip(n.w, x))
+    t = np.tanh(act)
+    assert close(out.data, t, rel=1e-15)
+    for p, xi in zip(n.w, x):
+        assert close(p.grad, (1 - t * t) * xi, rel=1e-12)
+    assert close(n.b.grad, 1 - t * t, rel=1e-12)
+    assert repr(n) == "TanhNeuron(3)"
+
+
+def test_activation_options():
+    assert repr(MLP(2, [3, 1], activation="tanh")) == \
+        "MLP of [Layer of [TanhNeuron(2), TanhNeuron(2), TanhNeuron(2)], Layer of [LinearNeuron(3)]]"
+    assert repr(MLP(2, [1], output_activation="tanh")) == "MLP of [Layer of [TanhNeuron(2)]]"
+    assert repr(Neuron(2, nonlin=False, activation="tanh")) == "LinearNeuron(2)"
+    assert repr(Neuron(2, activation="linear")) == "LinearNeuron(2)"
+    with pytest.raises(ValueError):
+        Neuron(2, activation="gelu")
+    out = MLP(2, [2, 1], activation="linear")([1.0, 1.0])
+    assert "ReLU" not in {n._op for n in [out, *out._prev]}
+
+
+def test_wrong_input_size_is_an_error_not_a_silent_truncation():
+    with pytest.raises(ValueError):
+        MLP(3, [4, 1])([1.0, 2.0])
+
+
+def test_params_as_arrays():
+    model = MLP(2, [4, 1])
+    params = model.parameters()
+    arr = model.get_params()
+    assert arr.dtype == np.float64 and arr.tolist() == [p.data for p in params]
+    model.set_params(arr * 2)
+    assert [p.data for p in params] == (arr * 2).tolist()
+    model.set_params([0.5] * len(params))                 # any array-like of numbers
+    assert all(p.data == 0.5 for p in params)
+    model(np.array([1.0, -1.0]).tolist()).backward()
+    assert model.get_grads().tolist() == [p.grad for p in params]
+    with pytest.raises(ValueError):
+        model.set_params(np.zeros(len(params) + 1))
+    with pytest.raises(ValueError):
+        model.set_params(np.zeros((len(params), 1)))
+    assert Module().parameters() == [] and Module().get_params().shape == (0,)
+
+
+def test_models_pickle_with_their_weights():
+    model = MLP(2, [4, 4, 1], activation="tanh")
+    x = [0.3, -0.7]
+    expected = model(x).data
+    clone = pickle.loads(pickle.dumps(model))
+    assert repr(clone) == repr(model)
+    assert clone.get_params().tolist() == model.get_params().tolist()
+    assert clone(x).data == expected
+    assert all(p is not q for p, q in zip(clone.parameters(), model.parameters()))
+
+
+def test_zero_grad():
+    model = MLP(2, [3, 1])
+    model([1.0, 2.0]).backward()
+    assert any(p.grad != 0 for p in model.parameters())
+    model.zero_grad()
+    assert all(p.grad == 0 for p in model.parameters())
