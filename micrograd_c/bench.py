@@ -38,24 +38,34 @@ class Engine:
         self.sum_values = sum_values
 
 
-def available_engines():
-    """Returns (engines, skipped): the engines that can run here, and {name: reason} for the rest."""
-    import micrograd_c.engine
+def available_engines(names=None):
+    """Returns (engines, skipped): the engines that can run here, and {name: reason} for the rest.
 
-    engines, skipped = [], {}
+    `names` picks engines by name, in the order given; None means all of them.
+    """
+    import micrograd_c.engine
+    import micrograd_c.nn
+
+    makers = {"micrograd_c": lambda: Engine("micrograd_c", micrograd_c.engine.Value,
+                                            micrograd_c.nn.MLP, sum_values=micrograd_c.engine.sum)}
     if upstream.installed():
         import micrograd.engine
         import micrograd.nn
 
-        engines.append(Engine("micrograd_c-unfused", micrograd_c.engine.Value,
-                              upstream.nn_on(micrograd_c.engine).MLP))
-        engines.append(Engine("micrograd", micrograd.engine.Value, micrograd.nn.MLP))
-        engines.append(Engine("micrograd-nogc", micrograd.engine.Value, micrograd.nn.MLP,
-                              gc_off=True))
-    else:
-        reason = "upstream micrograd is not installed (pip install micrograd==0.1.0)"
-        for name in ("micrograd_c-unfused", "micrograd", "micrograd-nogc"):
-            skipped[name] = reason
+        makers["micrograd_c-unfused"] = lambda: Engine(
+            "micrograd_c-unfused", micrograd_c.engine.Value, upstream.nn_on(micrograd_c.engine).MLP)
+        makers["micrograd"] = lambda: Engine("micrograd", micrograd.engine.Value, micrograd.nn.MLP)
+        makers["micrograd-nogc"] = lambda: Engine("micrograd-nogc", micrograd.engine.Value,
+                                                  micrograd.nn.MLP, gc_off=True)
+    known = ["micrograd_c", "micrograd_c-unfused", "micrograd", "micrograd-nogc"]
+    engines, skipped = [], {}
+    for name in known if names is None else names:
+        if name in makers:
+            engines.append(makers[name]())
+        elif name in known:
+            skipped[name] = "upstream micrograd is not installed (pip install micrograd==0.1.0)"
+        else:
+            raise ValueError(f"unknown engine {name!r}; known: {', '.join(known)}")
     return engines, skipped
 
 

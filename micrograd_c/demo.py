@@ -1,0 +1,123 @@
+"""micrograd's two-moons demo on micrograd_c: python -m micrograd_c.demo
+
+Trains MLP(2, [16, 16, 1]) on 100 two-moons points with the SVM max-margin loss + 1e-4 L2 and
+SGD, exactly as micrograd's demo notebook, shows the progress, the time per step, the speed-up
+over upstream micrograd when it is installed, and saves the decision boundary as a PNG.
+"""
+import argparse
+import os
+import random
+import sys
+import time
+
+import numpy as np
+
+from micrograd_c import engine, moons, upstream
+from micrograd_c.engine import Value
+from micrograd_c.nn import MLP
+
+EXTRA_HINT = "pip install 'micrograd_c[demo]'"
+
+
+def progress(steps):
+    """tqdm's progress bar when installed; otherwise a line every 10 steps."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None, range(steps)
+    bar = tqdm(range(steps), desc="training", unit="step")
+    return bar, bar
+
+
+def train(model, X, y, steps):
+    """Runs the demo's training loop; returns (loss, accuracy, seconds per step)."""
+    bar, ks = progress(steps)
+    start = time.perf_counter()
+    for k in ks:
+        loss, accuracy = moons.sgd_step(model, X, y, Value, k, steps, sum_values=engine.sum)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{accuracy:.0%}", refresh=False)
+        elif k % 10 == 0 or k == steps - 1:
+            print(f"step {k:3d}  loss {loss:.4f}  accuracy {accuracy:.0%}")
+    return loss, accuracy, (time.perf_counter() - start) / steps
+
+
+def speedup_over_upstream(rounds=3):
+    """Times the demo step on micrograd_c and upstream micrograd side by side (see bench)."""
+    from micrograd_c import bench
+
+    engines, _ = bench.available_engines(["micrograd_c", "micrograd"])
+    times = bench.compare(engines, bench.train_step, rounds)
+    return bench.ratio(times, "micrograd", "micrograd_c"), times
+
+
+def plot_decision_boundary(model, X, y, path):
+    """Saves the classifier's decision regions and the points to `path`; needs matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    X, y = np.asarray(X), np.asarray(y)
+    h = 0.02
+    x_min, x_max = X[:, 0].min() - 1, X[:, 0].max() + 1
+    y_min, y_max = X[:, 1].min() - 1, X[:, 1].max() + 1
+    xx, yy = np.meshgrid(np.arange(x_min, x_max, h), np.arange(y_min, y_max, h))
+    grid = np.c_[xx.ravel(), yy.ravel()].tolist()
+    Z = np.array([model(point).data > 0 for point in grid]).reshape(xx.shape)
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.contourf(xx, yy, Z, cmap=plt.cm.Spectral, alpha=0.8)
+    ax.scatter(X[:, 0], X[:, 1], c=y, s=40, cmap=plt.cm.Spectral, edgecolors="k")
+    ax.set_xlim(xx.min(), xx.max())
+    ax.set_ylim(yy.min(), yy.max())
+    ax.set_title("micrograd_c: MLP(2, [16, 16, 1]) on two moons")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m micrograd_c.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for the data and the weights (default 0)")
+    parser.add_argument("--out", default="moons.png",
+                        help="where to save the decision-boundary plot (default moons.png)")
+    parser.add_argument("--no-plot", dest="plot", action="store_false", help="skip the plot")
+    parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                        help="time upstream micrograd side by side when it is installed")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+
+    X, y = moons.demo_data(seed=args.seed)
+    random.seed(args.seed)
+    model = MLP(2, [16, 16, 1])
+    print(f"{model}\nnumber of parameters: {len(model.parameters())}")
+
+    loss, accuracy, seconds = train(model, X, y, args.steps)
+    print(f"final loss {loss:.4f}, training accuracy {accuracy:.0%}, "
+          f"{seconds * 1e3:.2f} ms per step")
+
+    if args.compare:
+        if upstream.installed():
+            print("timing upstream micrograd on the same step, side by side (a few seconds)...")
+            faster, times = speedup_over_upstream()
+            print(f"micrograd_c is {faster:.0f}x faster than upstream micrograd here "
+                  f"(median of {len(times['micrograd'])} alternated rounds; "
+                  "full comparison: python -m micrograd_c.bench)")
+        else:
+            print(f"upstream micrograd is not installed: {EXTRA_HINT} to compare speed")
+
+    if args.plot:
+        try:
+            plot_decision_boundary(model, X, y, args.out)
+        except ImportError:
+            print(f"matplotlib is not installed: {EXTRA_HINT} for the decision-boundary plot")
+        else:
+            print(f"decision boundary saved to {os.path.abspath(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
