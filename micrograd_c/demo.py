@@ -47,8 +47,9 @@ def speedup_over_upstream(rounds=3):
     from micrograd_c import bench
 
     engines, _ = bench.available_engines(["micrograd_c", "micrograd"])
-    times = bench.compare(engines, bench.train_step, rounds)
-    return bench.ratio(times, "micrograd", "micrograd_c"), times
+    records = bench.measure(bench.Task("train_step", bench.train_step, rounds), engines,
+                            tick=lambda: None)
+    return next(r["ratio_vs_micrograd"] for r in records if r["engine"] == "micrograd_c")
 
 
 def plot_decision_boundary(model, X, y, path):
@@ -102,9 +103,10 @@ def main(argv=None):
     if args.compare:
         if upstream.installed():
             print("timing upstream micrograd on the same step, side by side (a few seconds)...")
-            faster, times = speedup_over_upstream()
+            rounds = 3
+            faster = speedup_over_upstream(rounds)
             print(f"micrograd_c is {faster:.0f}x faster than upstream micrograd here "
-                  f"(median of {len(times['micrograd'])} alternated rounds; "
+                  f"(median of {rounds} alternated rounds; "
                   "full comparison: python -m micrograd_c.bench)")
         else:
             print(f"upstream micrograd is not installed: {EXTRA_HINT} to compare speed")

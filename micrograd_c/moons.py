@@ -32,25 +32,32 @@ def demo_data(n_samples=100, noise=0.1, seed=0):
     return X.tolist(), (y * 2 - 1).tolist()
 
 
-def loss(model, X, y, Value, sum_values=sum):
+def loss(model, X, y, Value, sum_values=sum, l2_by_neuron=False):
     """micrograd demo's loss: SVM max-margin loss plus 1e-4 L2; returns (loss, accuracy).
 
     `sum_values` sums a list of Values: the builtin, as upstream, or an engine's fused sum.
+    `l2_by_neuron` sums the L2 term neuron by neuron: the same value, but a shallow graph. Summed
+    flat, a big model's L2 term is a chain deeper than upstream's recursive backward() allows.
     """
     inputs = [list(map(Value, xrow)) for xrow in X]
     scores = list(map(model, inputs))
     losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
     data_loss = sum_values(losses) * (1.0 / len(losses))
     alpha = 1e-4
-    reg_loss = alpha * sum_values([p * p for p in model.parameters()])
+    if l2_by_neuron:
+        squares = [sum_values([p * p for p in neuron.parameters()])
+                   for layer in model.layers for neuron in layer.neurons]
+    else:
+        squares = [p * p for p in model.parameters()]
+    reg_loss = alpha * sum_values(squares)
     total_loss = data_loss + reg_loss
     accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
     return total_loss, sum(accuracy) / len(accuracy)
 
 
-def sgd_step(model, X, y, Value, k, steps=100, sum_values=sum):
+def sgd_step(model, X, y, Value, k, steps=100, sum_values=sum, l2_by_neuron=False):
     """One step of the demo's training loop (k counts from 0); returns (loss, accuracy)."""
-    total_loss, accuracy = loss(model, X, y, Value, sum_values)
+    total_loss, accuracy = loss(model, X, y, Value, sum_values, l2_by_neuron)
     model.zero_grad()
     total_loss.backward()
     learning_rate = 1.0 - 0.9 * k / steps
