@@ -44,6 +44,7 @@ cdef class Value:
     cdef str _label             # None means ''
     cdef unsigned char op       # an Op
     cdef unsigned char visit    # backward's DFS state; always NOT_SEEN outside backward()
+    cdef bint made              # set once the node is made; __init__ refuses to remake it
 
 
 # A growable array of borrowed or owned object pointers (the owner says which).

@@ -14,13 +14,23 @@ sweep are C; see micrograd_c/engine.pxd for the node layout.
 
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF, Py_XINCREF
-from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport exp, floor, isfinite, isinf, log, tanh
 from libc.math cimport pow as c_pow
 from libc.stdlib cimport free, realloc
 
 import numbers
+import sys
+
+# `from micrograd_c.engine import *` gives what upstream's engine gives: Value, and not a `sum`
+# that would shadow the builtin.
+__all__ = ["Value"]
+
+# The engine relies on the GIL: backward() and the deallocator share C state and run without
+# interruption. A free-threaded Python re-enables the GIL for this module unless told not to;
+# refuse to run without it rather than corrupt memory.
+if not getattr(sys, "_is_gil_enabled", lambda: True)():
+    raise ImportError("micrograd_c needs the GIL: run without PYTHON_GIL=0 / -X gil=0")
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
@@ -48,6 +58,8 @@ cdef inline PyObject* node_of_done_mark(PyObject* entry) noexcept:
 
 # push returns -1 when memory runs out, without setting an exception: callers decide what that
 # means (backward raises MemoryError; a deallocator falls back to freeing recursively).
+@cython.linetrace(False)
+@cython.profile(False)
 cdef inline int push(PtrStack* stack, PyObject* item) noexcept:
     if stack.size == stack.capacity and grow(stack) < 0:
         return -1
@@ -56,6 +68,8 @@ cdef inline int push(PtrStack* stack, PyObject* item) noexcept:
     return 0
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef int grow(PtrStack* stack) noexcept:
     cdef Py_ssize_t capacity
     cdef PyObject** items
@@ -109,6 +123,7 @@ cdef double number(object x, str what) except? -1.0:
 
 cdef Value unary(unsigned char op, double data, Value a, double state):
     cdef Value out = Value.__new__(Value)
+    out.made = True
     out.data = data
     out.op = op
     out.left = a
@@ -118,6 +133,7 @@ cdef Value unary(unsigned char op, double data, Value a, double state):
 
 cdef Value binary(unsigned char op, double data, Value a, Value b):
     cdef Value out = Value.__new__(Value)
+    out.made = True
     out.data = data
     out.op = op
     out.left = a
@@ -127,6 +143,7 @@ cdef Value binary(unsigned char op, double data, Value a, Value b):
 
 cdef Value nary(unsigned char op, double data, tuple children, double state):
     cdef Value out = Value.__new__(Value)
+    out.made = True
     out.data = data
     out.op = op
     out.children = children
@@ -141,7 +158,8 @@ OP_NAMES = {
     RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', DOT: 'dot', SUM: 'sum',
 }
 # Op strings given to Value(..., _op=...); a CUSTOM node stores its string's index as its state,
-# so that a node never holds an arbitrary object.
+# so that a node never holds an arbitrary object. The table keeps each distinct string for the
+# life of the process: there are as many as a program spells, not one per node.
 cdef list custom_op_names = []
 cdef dict custom_op_index = {}
 
@@ -169,9 +187,12 @@ cdef PtrStack doomed
 cdef bint releasing = False
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef inline void release_later(PyObject* child) noexcept:
     # `child` is a field of a dying node, about to be cleared. If the field holds its last
     # reference, `doomed` takes one of its own, so clearing the field does not free it here.
+    # If `doomed` can't grow (out of memory), the child is freed recursively after all.
     if Py_REFCNT(child) == 1 and push(&doomed, child) == 0:
         Py_XINCREF(child)
 
@@ -197,6 +218,10 @@ cdef class Value:
     __array_ufunc__ = None
 
     def __init__(self, data, _children=(), _op='', label=''):
+        # Once made, a node never changes its children: that keeps every graph acyclic.
+        if self.made:
+            raise TypeError("Value.__init__() can't remake an existing Value: create a new one")
+        self.made = True
         self.data = number(data, "Value() argument")
         if type(_op) is not str:
             raise TypeError(f"_op must be a str, not '{type(_op).__name__}'")
@@ -210,6 +235,8 @@ cdef class Value:
             self.state = custom_op_id(_op)
         self._label = exact_str(label)
 
+    @cython.linetrace(False)
+    @cython.profile(False)
     def __dealloc__(self):
         global releasing
         release_later(<PyObject*>self.left)
@@ -417,14 +444,15 @@ def dot(ws, xs, bias=None):
     first, so the result equals `sum((w*x for w, x in zip(ws, xs)), bias)` to the last bit.
     ws and xs must have the same length (zip would silently drop the extra items).
     """
-    w = PySequence_Fast(ws, "dot() weights must be iterable")
-    x = PySequence_Fast(xs, "dot() inputs must be iterable")
-    cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(w), i
+    # Snapshots: converting a number runs its __float__, which could change a list we read.
+    # tuple() of a tuple is the tuple itself.
+    cdef tuple w = tuple(ws), x = tuple(xs)
+    cdef Py_ssize_t n = len(w), i
     cdef bint bias_is_value = isinstance(bias, Value)
     cdef double total = 0.0
     cdef Value wi, xi
-    if PySequence_Fast_GET_SIZE(x) != n:
-        raise ValueError(f"dot() got {n} weights but {PySequence_Fast_GET_SIZE(x)} inputs")
+    if len(x) != n:
+        raise ValueError(f"dot() got {n} weights but {len(x)} inputs")
     if bias_is_value:
         total = (<Value>bias).data
     elif bias is not None:
@@ -433,8 +461,8 @@ def dot(ws, xs, bias=None):
     # number bias is already in the total and needs no node.
     cdef tuple children = new_children(2 * n + bias_is_value)
     for i in range(n):
-        wi = as_value(<object>PySequence_Fast_GET_ITEM(w, i))
-        xi = as_value(<object>PySequence_Fast_GET_ITEM(x, i))
+        wi = as_value(w[i])
+        xi = as_value(x[i])
         total += wi.data * xi.data
         set_child(children, i, wi)
         set_child(children, n + i, xi)
@@ -449,11 +477,10 @@ def sum(values):
     Equals builtin sum(values) (same order, same rounding) without its n - 1 intermediate nodes.
     Numbers are added in but are not nodes. An empty iterable gives Value(0.0).
     """
-    items = PySequence_Fast(values, "sum() takes an iterable of Values and numbers")
-    cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(items), i, count = 0
+    cdef tuple items = tuple(values)            # a snapshot, as in dot()
+    cdef Py_ssize_t i, count = 0
     cdef double total = 0.0
-    for i in range(n):
-        item = <object>PySequence_Fast_GET_ITEM(items, i)
+    for item in items:
         if isinstance(item, Value):
             total += (<Value>item).data
             count += 1
@@ -461,8 +488,7 @@ def sum(values):
             total += number(item, "sum() item")
     cdef tuple children = new_children(count)
     count = 0
-    for i in range(n):
-        item = <object>PySequence_Fast_GET_ITEM(items, i)
+    for item in items:
         if isinstance(item, Value):
             set_child(children, count, item)
             count += 1
@@ -472,39 +498,50 @@ def sum(values):
 # ---------------------------------------------------------------------------------------------
 # Bulk copies between Values and arrays (for optimizers and Module.get_params/set_params)
 
-cdef tuple checked_values(values, Py_ssize_t size):
+cdef tuple all_values(values):
     cdef tuple items = tuple(values)
-    if len(items) != size:
-        raise ValueError(f"{len(items)} Values but an array of {size}")
     for item in items:
         if not isinstance(item, Value):
             raise TypeError(f"expected Values, got '{type(item).__name__}'")
     return items
 
 
-def copy_to_array(values, double[::1] out, bint grads=False):
+cdef check_sizes(tuple items, Py_ssize_t size):
+    if len(items) != size:
+        raise ValueError(f"{len(items)} Values but an array of {size}")
+
+
+# The Values are gathered before the buffer is taken, and the sizes compared after: iterating
+# the Values can run Python code, which could resize the array.
+def copy_to_array(values, out, bint grads=False):
     """Write each Value's data (or grad, with grads=True) into out, a float64 array as long."""
-    cdef tuple items = checked_values(values, out.shape[0])
+    cdef tuple items = all_values(values)
+    cdef double[::1] view = out
     cdef Py_ssize_t i
-    for i in range(out.shape[0]):
-        out[i] = (<Value>items[i]).grad if grads else (<Value>items[i]).data
+    check_sizes(items, view.shape[0])
+    for i in range(view.shape[0]):
+        view[i] = (<Value>items[i]).grad if grads else (<Value>items[i]).data
 
 
-def copy_from_array(values, const double[::1] source, bint grads=False):
+def copy_from_array(values, source, bint grads=False):
     """Set each Value's data (or grad, with grads=True) from source, a float64 array as long."""
-    cdef tuple items = checked_values(values, source.shape[0])
+    cdef tuple items = all_values(values)
+    cdef const double[::1] view = source
     cdef Py_ssize_t i
-    for i in range(source.shape[0]):
+    check_sizes(items, view.shape[0])
+    for i in range(view.shape[0]):
         if grads:
-            (<Value>items[i]).grad = source[i]
+            (<Value>items[i]).grad = view[i]
         else:
-            (<Value>items[i]).data = source[i]
+            (<Value>items[i]).data = view[i]
 
 
 # ---------------------------------------------------------------------------------------------
 # Backward
 
 @cython.cdivision(True)     # IEEE arithmetic: the sweep never raises (1/0 is inf, as in torch)
+@cython.linetrace(False)
+@cython.profile(False)
 cdef void backprop_node(Value node) noexcept:
     # One step of the chain rule: g = d(root)/d(node) is added, times the local gradient, into
     # each child's grad. The children are node.left (a) and node.right (b), the constant c is
@@ -564,6 +601,8 @@ cdef void backprop_node(Value node) noexcept:
     # LEAF and CUSTOM pass nothing on (upstream's default _backward does nothing).
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef int topological_order(Value root, PtrStack* order) except -1:
     # An iterative depth-first search (recursion fails at depth ~1,000 in Python and overflows
     # the C stack near 1e5). Each entry of `todo` is a node to expand, or, once its children
@@ -579,7 +618,9 @@ cdef int topological_order(Value root, PtrStack* order) except -1:
         todo.size -= 1
         entry = todo.items[todo.size]
         if is_done_mark(entry):
-            failed = push(order, node_of_done_mark(entry))
+            if push(order, node_of_done_mark(entry)) < 0:
+                todo.size += 1          # back where the reset below finds it
+                failed = 1
             continue
         node = <Value>entry
         if node.visit:

@@ -619,6 +619,45 @@ def test_wide_sum_and_deep_chain_of_fused_nodes():
     del y                                                # freed without recursion
 
 
+class MutatesWhenConverted(int):
+    """A number whose conversion to float rewrites a list: user code inside dot() and sum()."""
+
+    def __float__(self):
+        self.action()
+        return 0.0
+
+
+@pytest.mark.parametrize("change", [
+    lambda items: items.extend([Value(5.0)] * 100),          # grows past what was counted
+    lambda items: items.__setitem__(slice(None), [Value(1.0)] * len(items)),
+    lambda items: items.__setitem__(slice(None), [0.0] * len(items)),   # Values disappear
+    lambda items: items.clear(),
+])
+def test_sum_and_dot_work_on_a_snapshot_of_their_input(change):
+    # each mutation used to write past a tuple, leave NULL children or read freed memory
+    items = [Value(1.0), Value(2.0), MutatesWhenConverted(0)] + [0.0] * 50
+    MutatesWhenConverted.action = lambda self: change(items)
+    total = engine.sum(items)
+    total.backward()
+    assert total.data == 3.0 and len(total._prev) == 2
+
+    items = [Value(1.0), MutatesWhenConverted(0), Value(3.0)]
+    xs = [Value(2.0)] * 3
+    out = engine.dot(items, xs, MutatesWhenConverted(0))
+    out.backward()
+    assert out.data == 1.0 * 2.0 + 3.0 * 2.0 and xs[0].grad == 1.0 + 0.0 + 3.0
+
+
+def test_a_value_cannot_be_remade():
+    # remaking a node could give it its own parent as a child: a cycle the GC can't see
+    a = Value(1.0)
+    b = a * 2 + 1
+    for node in (a, b):
+        with pytest.raises(TypeError):
+            node.__init__(1.0, (b,), "x")
+    assert a._prev == set() and b._op == "+" and a.data == 1.0
+
+
 def test_bulk_copies():
     vs = [Value(float(i)) for i in range(5)]
     out = np.zeros(5)
@@ -633,3 +672,15 @@ def test_bulk_copies():
         engine.copy_to_array([1.0], np.zeros(1))
     with pytest.raises(ValueError):
         engine.copy_from_array(vs, np.zeros(5, dtype=np.float32))    # dtype must be float64
+
+    def resizing():                    # user code that resizes the array while we iterate
+        yield from vs
+        out.resize(1000, refcheck=False)
+    with pytest.raises(ValueError):
+        engine.copy_to_array(resizing(), out)
+
+
+def test_star_import_gives_what_upstream_gives():
+    namespace = {}
+    exec("from micrograd_c.engine import *", namespace)
+    assert {k for k in namespace if not k.startswith("__")} == {"Value"}
