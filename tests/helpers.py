@@ -1,5 +1,13 @@
-"""Shared by the tests: tolerant comparison and a tiny interpreter for random expression graphs."""
+"""Shared by the tests: tolerant comparison, a tiny interpreter for random expression graphs,
+and the number of examples property tests draw."""
 import math
+import os
+
+
+def examples(default):
+    """Examples per property test: `default`, or MICROGRAD_C_EXAMPLES when set (fewer under
+    valgrind, 10,000 for the long fuzzing run)."""
+    return int(os.environ.get("MICROGRAD_C_EXAMPLES", default))
 
 
 def close(a, b, rel=1e-9, abs_=1e-9):

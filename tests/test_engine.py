@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import ALL_OPS, UPSTREAM_OPS, build, close
+from helpers import ALL_OPS, UPSTREAM_OPS, build, close, examples
 from micrograd_c import engine, moons, upstream
 from micrograd_c.engine import Value
 
@@ -68,7 +68,7 @@ def upstream_result(leaves, program, backward_calls):
     return nodes, None
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs(UPSTREAM_OPS), st.integers(1, 2))
 def test_random_graphs_match_upstream(case, backward_calls):
     leaves, program = case
@@ -244,7 +244,7 @@ needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
 
 
 @needs_torch
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs(ALL_OPS))
 def test_random_graphs_match_torch(case):
     import torch
@@ -538,7 +538,7 @@ def test_dropped_graphs_are_freed():
 # ---------------------------------------------------------------------------------------------
 # Fused n-ary ops against the unfused graph upstream builds
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.tuples(small, small), min_size=0, max_size=20), small, st.booleans())
 def test_dot_equals_upstream_neuron(pairs, b, relu):
     ws = [Value(w) for w, _ in pairs]
@@ -569,7 +569,7 @@ def test_dot_with_shared_and_numeric_operands():
     assert engine.dot((v for v in [w]), [2.0]).data == 6.0     # any iterable
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.one_of(small, st.integers(-3, 3)), max_size=30), st.data())
 def test_sum_equals_builtin_sum(numbers, data):
     as_value = data.draw(st.lists(st.booleans(), min_size=len(numbers), max_size=len(numbers)))

@@ -1,0 +1,261 @@
+"""Property fuzzing: random graphs over every op, with numbers that include 0, -0.0, tiny, huge,
+inf and NaN, reused nodes and constants on both sides.
+
+Oracles: Python's own floats and math module for every forward value and every exception;
+upstream micrograd for the gradients of its ops; finite differences for the gradients of all
+ops on well-conditioned numbers; torch for all gradients where it is installed.
+
+Examples per test: MICROGRAD_C_EXAMPLES (default 200). The long run:
+    MICROGRAD_C_EXAMPLES=10000 python -m pytest tests/test_fuzz.py
+"""
+import importlib.util
+import math
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from helpers import close, examples
+from micrograd_c import engine
+from micrograd_c.engine import Value
+
+UValue = pytest.importorskip("micrograd.engine", reason="upstream micrograd is an oracle").Value
+
+fuzz = settings(max_examples=examples(200), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+EDGES = [0.0, -0.0, 5e-324, -5e-324, 1e-300, 1e-8, 0.5, 1.0, -1.0, 2.0, -3.0, 1e8, 1e300,
+         -1e300, 1.7976931348623157e308, math.inf, -math.inf, math.nan]
+extreme = st.one_of(st.sampled_from(EDGES), st.floats(), st.integers(-4, 4))
+moderate = st.floats(0.5, 2.0)
+
+
+# -- the float oracle: Python's float and math semantics, and ValueError where Python's pow
+#    would return a complex number -----------------------------------------------------------
+
+def fpow(a, b):
+    # Python's float ** goes complex for a finite negative base and a finite fractional
+    # exponent (and may overflow doing so); the contract is math.pow's ValueError there.
+    if a < 0 and math.isfinite(a) and math.isfinite(b) and b != math.floor(b):
+        raise ValueError("negative number to a fractional power")
+    return float(a ** b)
+
+
+def fsigmoid(x):
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def fsum(items):
+    total = 0.0
+    for item in items:
+        total = total + item
+    return total
+
+
+class Fused:
+    """How each kind of operand spells the fused ops: floats, Values, upstream, torch."""
+
+    def __init__(self, dot, sum):
+        self.dot = dot
+        self.sum = sum
+
+
+FLOAT = Fused(lambda ws, xs, b: fsum([b] + [w * x for w, x in zip(ws, xs)]), fsum)
+OURS = Fused(engine.dot, engine.sum)
+BUILTIN = Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum)
+
+# name: (on Values, on floats). x, y are nodes, c a number. The Value side uses only what
+# micrograd_c, upstream (for UPSTREAM_OPS) and torch tensors all spell the same way.
+OPS = {
+    "add": (lambda x, y, c, f: x + y, lambda x, y, c: x + y),
+    # a - b is a + (-b), as upstream defines it: the same value, but -(int 0) is +0, so the
+    # sign of a zero result follows upstream rather than plain float subtraction
+    "sub": (lambda x, y, c, f: x - y, lambda x, y, c: x + (-y)),
+    "mul": (lambda x, y, c, f: x * y, lambda x, y, c: x * y),
+    "div": (lambda x, y, c, f: x / y, lambda x, y, c: x * fpow(y, -1)),
+    "add_c": (lambda x, y, c, f: x + c, lambda x, y, c: x + c),
+    "sub_c": (lambda x, y, c, f: x - c, lambda x, y, c: x + (-c)),
+    "mul_c": (lambda x, y, c, f: x * c, lambda x, y, c: x * c),
+    "div_c": (lambda x, y, c, f: x / c, lambda x, y, c: x * fpow(c, -1)),
+    "c_add": (lambda x, y, c, f: c + x, lambda x, y, c: c + x),
+    "c_sub": (lambda x, y, c, f: c - x, lambda x, y, c: c + (-x)),
+    "c_mul": (lambda x, y, c, f: c * x, lambda x, y, c: c * x),
+    "c_div": (lambda x, y, c, f: c / x, lambda x, y, c: c * fpow(x, -1)),
+    "neg": (lambda x, y, c, f: -x, lambda x, y, c: -x),
+    "relu": (lambda x, y, c, f: x.relu(), lambda x, y, c: 0.0 if x < 0 else x),
+    "pow_c": (lambda x, y, c, f: x ** c, lambda x, y, c: fpow(x, c)),
+    "sum3": (lambda x, y, c, f: sum([x, y, x]), lambda x, y, c: fsum([x, y, x])),
+}
+UPSTREAM_OPS = set(OPS)
+OPS.update({
+    "tanh": (lambda x, y, c, f: x.tanh(), lambda x, y, c: math.tanh(x)),
+    "exp": (lambda x, y, c, f: x.exp(), lambda x, y, c: math.exp(x)),
+    "log": (lambda x, y, c, f: x.log(), lambda x, y, c: math.log(x)),
+    "sigmoid": (lambda x, y, c, f: x.sigmoid(), lambda x, y, c: fsigmoid(x)),
+    "pow_v": (lambda x, y, c, f: x ** y, lambda x, y, c: fpow(x, y)),
+    "c_pow": (lambda x, y, c, f: c ** x, lambda x, y, c: fpow(c, x)),
+    "dot": (lambda x, y, c, f: f.dot([x, y, x], [y, c, x], c),
+            lambda x, y, c: FLOAT.dot([x, y, x], [y, c, x], c)),
+    "dot_value_bias": (lambda x, y, c, f: f.dot([c, y], [x, y], x),
+                       lambda x, y, c: FLOAT.dot([c, y], [x, y], x)),
+    "fused_sum": (lambda x, y, c, f: f.sum([x, y, c, x]), lambda x, y, c: fsum([x, y, c, x])),
+})
+
+
+@st.composite
+def programs(draw, ops, numbers, max_ops=12):
+    leaves = draw(st.lists(numbers, min_size=1, max_size=4))
+    program = []
+    for k in range(draw(st.integers(1, max_ops))):
+        size = len(leaves) + k
+        program.append((draw(st.sampled_from(sorted(ops))), draw(st.integers(0, size - 1)),
+                        draw(st.integers(0, size - 1)), draw(numbers)))
+    return leaves, program
+
+
+def run(leaves, program, leaf, fused):
+    """Builds the program on Values; returns (nodes, root) or raises what an op raised."""
+    nodes = [leaf(x) for x in leaves]
+    for op, i, j, c in program:
+        nodes.append(OPS[op][0](nodes[i], nodes[j], c, fused))
+    return nodes, sum(nodes[len(leaves):])
+
+
+def run_floats(leaves, program):
+    """The program on plain floats; returns (values, None) or (None, exception type)."""
+    values = [float(x) for x in leaves]
+    try:
+        for op, i, j, c in program:
+            values.append(float(OPS[op][1](values[i], values[j], c)))
+        values.append(sum(values[len(leaves):]))
+    except (ValueError, ZeroDivisionError, OverflowError) as error:
+        return None, type(error)
+    return values, None
+
+
+def rounding_scale(grads, numbers):
+    """How large the rounding in backward may be. Gradients are sums of contributions, which are
+    products of local derivatives, which are products and ratios of the graph's numbers (1/x,
+    c * x**(c-1), ...). Contributions of 1e103 that cancel to a true gradient of 1 can round to
+    0 or 2 depending on the order they are added in, and any order is right. So the scale is
+    the largest gradient times the widest ratio among the numbers: tight when numbers are near
+    1, loose when a graph mixes 1e-104 and 1e103, as floating point is."""
+    widest = 1.0
+    for v in numbers:
+        if math.isfinite(v) and v != 0:
+            widest = max(widest, abs(v), 1 / abs(v))
+    biggest = max([1.0] + [abs(g) for g in grads if math.isfinite(g)])
+    return biggest * widest * widest
+
+
+def grads_agree(ours, theirs, scale, rel):
+    if math.isfinite(ours) and math.isfinite(theirs):
+        return abs(ours - theirs) <= rel * max(abs(theirs), scale)
+    # NaN and infinity come out the same whatever the order of addition, unless finite
+    # contributions overflowed on the way, which needs numbers near the edge of the range
+    return close(ours, theirs) or scale > 1e100
+
+
+def same_float(a, b):
+    """Bit-for-bit equal, but for NaN payloads: same value and the same sign of zero."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+# ---------------------------------------------------------------------------------------------
+
+@fuzz
+@given(programs(OPS, extreme))
+def test_forward_values_and_errors_follow_python_floats(case):
+    leaves, program = case
+    expected, error = run_floats(leaves, program)
+    if error is not None:
+        with pytest.raises(error):
+            run(leaves, program, Value, OURS)
+        return
+    nodes, root = run(leaves, program, Value, OURS)
+    got = [n.data for n in nodes] + [root.data]
+    assert all(same_float(a, b) for a, b in zip(got, expected)), (got, expected)
+    root.backward()                      # never raises, whatever the numbers
+
+
+@fuzz
+@given(programs(UPSTREAM_OPS, extreme))
+def test_gradients_follow_upstream_on_extreme_numbers(case):
+    leaves, program = case
+    # d/dx x**0 is 0 here, as in torch; upstream computes 0 * x**-1, which is NaN at inf/NaN
+    assume(not any(op == "pow_c" and c == 0 for op, _, _, c in program))
+    try:
+        unodes, uroot = run(leaves, program, UValue, BUILTIN)
+        assume(not any(isinstance(n.data, complex) for n in unodes))
+        uroot.backward()
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+        assume(False)        # upstream raised, or its Python pow failed inside backward()
+    assume(not any(isinstance(n.grad, complex) for n in unodes))
+    nodes, root = run(leaves, program, Value, OURS)
+    root.backward()
+    numbers = [n.data for n in nodes] + [c for _, _, _, c in program]
+    scale = rounding_scale([n.grad for n in unodes], numbers)
+    for ours, theirs in zip(nodes, unodes):
+        assert grads_agree(ours.grad, theirs.grad, scale, 1e-9), (ours, theirs, scale)
+
+
+@fuzz
+@given(programs(OPS.keys() - {"relu"}, moderate, max_ops=6))
+def test_gradients_follow_finite_differences(case):
+    leaves, program = case
+    try:
+        nodes, root = run(leaves, program, Value, OURS)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        assume(False)
+    root.backward()
+    assume(math.isfinite(root.data) and abs(root.data) < 1e6)
+    # b ** x has no derivative in x for b <= 0 (our NaN, like torch's, is the honest answer)
+    assume(not any((op == "pow_v" and nodes[i].data <= 0) or (op == "c_pow" and c <= 0)
+                   for op, i, _, c in program))
+    for k, x in enumerate(leaves):
+        h = 1e-6 * max(1.0, abs(x))
+        up, down = list(leaves), list(leaves)
+        up[k], down[k] = x + h, x - h
+        f_up, f_down = run_floats(up, program)[0], run_floats(down, program)[0]
+        assume(f_up is not None and f_down is not None)
+        numeric = (f_up[-1] - f_down[-1]) / (2 * h)
+        scale = max(1.0, abs(numeric), abs(nodes[k].grad))
+        assert abs(nodes[k].grad - numeric) <= 1e-4 * scale, (k, nodes[k].grad, numeric)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@fuzz
+@given(programs(OPS, extreme))
+def test_gradients_follow_torch(case):
+    import torch
+    leaves, program = case
+    try:
+        nodes, root = run(leaves, program, Value, OURS)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        assume(False)
+    root.backward()
+    # relu's gradient is (out > 0) * grad, as upstream's: a NaN gradient (or a NaN input) stays
+    # NaN through it where torch masks it to 0
+    made = nodes[len(leaves):]
+    assume(not any(op == "relu" and (math.isnan(nodes[i].data) or math.isnan(made[k].grad))
+                   for k, (op, i, _, _) in enumerate(program)))
+
+    def tensor(x):
+        return torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
+
+    tnodes, troot = run(leaves, program, tensor, Fused(
+        lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum))
+    for t in tnodes:
+        if not t.is_leaf:
+            t.retain_grad()
+    troot.backward()
+    tgrads = [0.0 if t.grad is None else t.grad.item() for t in tnodes]
+    scale = rounding_scale(tgrads, [n.data for n in nodes] + [c for _, _, _, c in program])
+    for ours, tgrad in zip(nodes, tgrads):
+        # torch's own formulas differ from ours in the last bits (sigmoid, tanh): 1e-7
+        assert grads_agree(ours.grad, tgrad, scale, 1e-7), (ours, tgrad, scale)
