@@ -1,0 +1,259 @@
+"""Reliability: nothing leaks, deep and wide graphs work, threads are safe, and running out of
+memory in backward() is an exception the graph recovers from."""
+import gc
+import os
+import pickle
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from micrograd_c import engine, moons
+from micrograd_c.engine import Value
+from micrograd_c.nn import MLP
+from micrograd_c.optim import SGD, Adam
+
+# The engine keeps up to 1,024 freed nodes for reuse (80 KiB): memory that returns to a
+# baseline may stay above it by that much, however many nodes were made and dropped.
+FREELIST_BYTES = 1024 * 80
+
+
+def traced_growth(work, repeats):
+    """Bytes still held (Python's allocator and numpy's, via tracemalloc) after `repeats`
+    calls to work(), against the state after the first call."""
+    tracemalloc.start()
+    try:
+        work()
+        gc.collect()
+        baseline = tracemalloc.get_traced_memory()[0]
+        for _ in range(repeats):
+            work()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+
+
+# -- leaks -----------------------------------------------------------------------------------
+
+def test_graphs_are_freed():
+    def work():
+        x = Value(0.5)
+        y = x
+        for _ in range(50_000):
+            y = (y * x).tanh() + engine.dot([y, x], [x, 1.0], x)
+        y.backward()
+    assert traced_growth(work, 5) < FREELIST_BYTES
+
+
+def test_models_and_optimizers_are_freed():
+    X, y = moons.demo_data(n_samples=20)
+
+    def work():
+        model = MLP(2, [8, 8, 1])
+        for opt in (SGD(model.parameters(), lr=0.1, momentum=0.9), Adam(model.parameters())):
+            for _ in range(3):
+                loss, _ = moons.loss(model, X, y, Value, engine.sum)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.set_params(model.get_params() * 0.5)
+    assert traced_growth(work, 10) < FREELIST_BYTES
+
+
+def test_pickle_round_trips_are_freed():
+    model = MLP(2, [16, 16, 1])
+
+    def work():
+        clone = pickle.loads(pickle.dumps(model))
+        clone([1.0, 2.0]).backward()
+    assert traced_growth(work, 20) < FREELIST_BYTES
+
+
+FAILING_OPS = [
+    lambda v: engine.dot([v] * 100 + ["x"], [v] * 101),
+    lambda v: engine.dot([v] * 100, [v] * 100, "bias"),
+    lambda v: engine.sum([v] * 100 + [None]),
+    lambda v: v / 0,
+    lambda v: Value(0.0) ** -1,
+    lambda v: (-v) ** 0.5,
+    lambda v: Value(-1.0).log(),
+    lambda v: (v * 1000).exp(),
+    lambda v: v + "x",
+    lambda v: Value("x"),
+    lambda v: Value(1.0, (v, "not a value")),
+    lambda v: Value(1.0, label=3),
+    lambda v: engine.copy_to_array([v, v], np.zeros(3)),
+]
+
+
+@pytest.mark.parametrize("op", FAILING_OPS)
+def test_an_op_that_raises_leaks_nothing(op):
+    v = Value(1.0)
+    refcount = sys.getrefcount(v)
+
+    def work():
+        for _ in range(1000):
+            with pytest.raises((TypeError, ValueError, ZeroDivisionError, OverflowError)):
+                op(v)
+    assert traced_growth(work, 5) < 4096
+    assert sys.getrefcount(v) == refcount
+
+
+def resident_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
+def test_resident_size_stays_flat_over_million_node_graphs():
+    sizes = []
+    for _ in range(8):
+        x = Value(1.0)
+        y = x
+        for _ in range(500_000):
+            y = y * x + 1.0                        # 1,000,000 nodes, 80 MB
+        y.backward()
+        del x, y
+        sizes.append(resident_mb())
+    assert max(sizes[2:]) - sizes[1] < 8, sizes
+
+
+# -- deep and wide -----------------------------------------------------------------------------
+
+def test_ten_million_deep_chain():
+    x = Value(1.0)
+    y = x
+    for _ in range(10_000_000):
+        y = y + x                                  # one node per op
+    y.backward()
+    assert y.data == 10_000_001.0 and x.grad == 10_000_001.0
+    del y                                          # freed without recursion
+
+
+def test_a_node_with_a_million_children():
+    xs = [Value(float(i % 7)) for i in range(1_000_000)]
+    total = engine.sum(xs)
+    weights = engine.dot(xs, xs)
+    out = total + weights
+    out.backward()
+    assert total.data == sum(float(i % 7) for i in range(1_000_000))
+    assert all(x.grad == 1.0 + 2 * x.data for x in xs[:1000])
+    del out, total, weights, xs
+
+
+# -- threads -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def frequent_thread_switches():
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+def make_model(seed):
+    random.seed(seed)              # the weights come from the global random, as upstream's do
+    return MLP(2, [8, 8, 1]), moons.demo_data(n_samples=30, seed=seed)
+
+
+def train(job):
+    model, (X, y) = job
+    losses = [moons.sgd_step(model, X, y, Value, k, sum_values=engine.sum)[0] for k in range(5)]
+    return losses, model.get_params().tolist()
+
+
+def run_in_threads(function, args):
+    results = [None] * len(args)
+
+    def target(i):
+        results[i] = function(args[i])
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_threads_on_independent_graphs_match_serial(frequent_thread_switches):
+    serial = [train(make_model(seed)) for seed in range(6)]
+    jobs = [make_model(seed) for seed in range(6)]        # built in turn: random is global
+    assert run_in_threads(train, jobs) == serial          # bit for bit
+
+
+def test_threads_back_propagating_through_shared_parameters(frequent_thread_switches):
+    # backward() runs start to end without releasing the GIL, so concurrent calls through
+    # shared parameters add up exactly as if they ran one after another
+    shared = [Value(random.uniform(-1, 1)) for _ in range(64)]
+
+    def contribute(k):
+        for _ in range(200):
+            engine.dot(shared, [float(k)] * len(shared)).tanh().backward()
+
+    expected = [0.0] * len(shared)
+    for k in range(4):
+        for _ in range(200):
+            out = engine.dot(shared, [float(k)] * len(shared)).tanh()
+            for i, p in enumerate(shared):
+                expected[i] += (1 - out.data ** 2) * k
+    run_in_threads(contribute, list(range(4)))
+    assert [p.grad for p in shared] == pytest.approx(expected, rel=1e-12)
+
+
+# -- running out of memory ---------------------------------------------------------------------
+
+OUT_OF_MEMORY = textwrap.dedent("""
+    import resource
+    from micrograd_c.engine import Value
+
+    def mapped():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * resource.getpagesize()
+
+    def zero_all_grads(root):              # intermediate grads accumulate too, as upstream's
+        seen, todo = set(), [root]
+        while todo:
+            v = todo.pop()
+            if id(v) not in seen:
+                seen.add(id(v))
+                v.grad = 0.0
+                todo.extend(v._prev)
+
+    x = Value(1.0)
+    y = x
+    for _ in range(50_000):
+        y = y * 1.0 + 0.0                  # 100,000 nodes; backward's arrays grow to ~4 MB
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    outcomes = []
+    for margin in range(0, 8_000_000, 100_000):
+        resource.setrlimit(resource.RLIMIT_AS, (mapped() + margin, hard))
+        try:
+            y.backward()
+            outcome = "ok"
+        except MemoryError:
+            outcome = "MemoryError"
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        zero_all_grads(y)
+        y.backward()                       # with memory again: every node must be reached
+        outcomes.append((outcome, x.grad))
+    print(outcomes)
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
+def test_backward_recovers_from_running_out_of_memory():
+    # With a fixed mmap threshold, glibc maps backward()'s arrays afresh each time and unmaps
+    # them when freed, so the address-space limit bites at every size, not just the first.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    outcomes = eval(result.stdout)
+    assert {outcome for outcome, _ in outcomes} == {"ok", "MemoryError"}
+    assert all(grad == 1.0 for _, grad in outcomes), outcomes
