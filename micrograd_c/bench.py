@@ -580,6 +580,7 @@ class Progress:
 
     def close(self):
         if self.bar is not None:
+            self.bar.update(self.bar.total - self.bar.n)    # runs skipped or failed count as done
             self.bar.close()
 
 
