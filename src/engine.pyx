@@ -121,33 +121,31 @@ cdef double number(object x, str what) except? -1.0:
 # ---------------------------------------------------------------------------------------------
 # Node construction
 
-cdef Value unary(unsigned char op, double data, Value a, double state):
+cdef inline Value new_node(unsigned char op, double data, double state):
     cdef Value out = Value.__new__(Value)
     out.made = True
     out.data = data
     out.op = op
-    out.left = a
     out.state = state
     return out
 
 
+cdef Value unary(unsigned char op, double data, Value a, double state):
+    cdef Value out = new_node(op, data, state)
+    out.left = a
+    return out
+
+
 cdef Value binary(unsigned char op, double data, Value a, Value b):
-    cdef Value out = Value.__new__(Value)
-    out.made = True
-    out.data = data
-    out.op = op
+    cdef Value out = new_node(op, data, 0.0)
     out.left = a
     out.right = b
     return out
 
 
 cdef Value nary(unsigned char op, double data, tuple children, double state):
-    cdef Value out = Value.__new__(Value)
-    out.made = True
-    out.data = data
-    out.op = op
+    cdef Value out = new_node(op, data, state)
     out.children = children
-    out.state = state
     return out
 
 
