@@ -60,8 +60,10 @@ cdef Value nary(unsigned char op, double data, tuple children, double state)
 
 # Adds node's local gradients into its children (one step of the chain rule). Pure C.
 cdef void backprop_node(Value node) noexcept
-# Fills `order` with the nodes reachable from root, children before parents.
+# Fills `order` with the nodes reachable from root, children before parents (pointers borrowed).
 cdef int topological_order(Value root, PtrStack* order) except -1
+# Applies backprop_node to `order` from the end, parents first, and clears every visit mark.
+cdef void sweep(PtrStack* order) noexcept
 
 # Python-float semantics for a ** b, but ValueError where Python would return a complex number.
 cdef double float_pow(double a, double b) except? -1.0

@@ -42,13 +42,21 @@ cdef enum:
     SEEN = 1
 
 # A `todo` entry meaning "the children of this node are done". Object pointers are at least
-# 8-byte aligned, so the low bit is free to say so.
+# 8-byte aligned, so the low bit is free to say so. (Helpers used inside backward() and the
+# deallocator are never line-traced, even in a debug build: a trace function would run Python
+# code in the middle of them.)
+@cython.linetrace(False)
+@cython.profile(False)
 cdef inline PyObject* done_mark(PyObject* node) noexcept:
     return <PyObject*>(<size_t>node | 1)
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef inline bint is_done_mark(PyObject* entry) noexcept:
     return <size_t>entry & 1
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef inline PyObject* node_of_done_mark(PyObject* entry) noexcept:
     return <PyObject*>(<size_t>entry & ~(<size_t>1))
 
@@ -82,6 +90,8 @@ cdef int grow(PtrStack* stack) noexcept:
     return 0
 
 
+@cython.linetrace(False)
+@cython.profile(False)
 cdef inline void release_storage(PtrStack* stack) noexcept:
     free(stack.items)
     stack.items = NULL
@@ -285,22 +295,17 @@ cdef class Value:
         """max(0, self), as upstream: relu(-0.0) is -0.0 and relu(nan) is nan."""
         return unary(RELU, 0.0 if self.data < 0 else self.data, self, 0.0)
 
+    @cython.linetrace(False)        # between its steps every node is marked: no Python there
     def backward(self):
         """Set self.grad to 1 and add d(self)/d(node) into every node's grad below it.
 
         Grads accumulate across calls, as upstream: zero them between steps.
         """
         cdef PtrStack order = PtrStack(NULL, 0, 0)
-        cdef Py_ssize_t i
-        cdef Value node
         try:
             topological_order(self, &order)
             self.grad = 1.0
-            # Go one node at a time, parents before children, applying the chain rule.
-            for i in range(order.size - 1, -1, -1):
-                node = <Value>order.items[i]
-                backprop_node(node)
-                node.visit = NOT_SEEN
+            sweep(&order)
         finally:
             release_storage(&order)
 
@@ -597,6 +602,19 @@ cdef void backprop_node(Value node) noexcept:
         for i in range(PyTuple_GET_SIZE(node.children)):
             (<Value>PyTuple_GET_ITEM(node.children, i)).grad += g
     # LEAF and CUSTOM pass nothing on (upstream's default _backward does nothing).
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef void sweep(PtrStack* order) noexcept:
+    # Go one node at a time, parents before children, applying the chain rule; leave every
+    # visit mark as topological_order found it.
+    cdef Py_ssize_t i
+    cdef Value node
+    for i in range(order.size - 1, -1, -1):
+        node = <Value>order.items[i]
+        backprop_node(node)
+        node.visit = NOT_SEEN
 
 
 @cython.linetrace(False)

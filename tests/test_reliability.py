@@ -113,7 +113,7 @@ def resident_mb():
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
 def test_resident_size_stays_flat_over_million_node_graphs():
     sizes = []
-    for _ in range(8):
+    for _ in range(20):
         x = Value(1.0)
         y = x
         for _ in range(500_000):
