@@ -5,7 +5,8 @@ Workloads
                + 1e-4 L2, backward, SGD
   chain        build and backward a chain of n multiplications, n = 1e2 .. 1e6 (1e5 with --quick)
   expression   micrograd's test_more_ops expression, built and back-propagated 100 times
-  wide_mlp     the demo step with MLP(2, [64, 64, 1]) on 20 points: scaling with width
+  wide_mlp     the demo step with MLP(2, [64, 64, 1]) on 20 points (10 with --quick): scaling
+               with width
   memory       bytes per graph node, from a chain of 1e6 nodes (1e5 with --quick)
 
 Engines: micrograd_c (micrograd_c.nn, fused neurons), micrograd_c-unfused (upstream's nn.py on
@@ -193,10 +194,10 @@ def train_step(engine, width=16, points=100, l2_by_neuron=False, seed=1337):
     return run, engine.count_nodes(loss)
 
 
-def wide_mlp(engine):
+def wide_mlp(engine, points=20):
     # The L2 term is summed neuron by neuron: summed flat, its 4,481 terms make a chain deeper
     # than upstream's recursive backward() allows, and upstream could not run this at all.
-    return train_step(engine, width=64, points=20, l2_by_neuron=True)
+    return train_step(engine, width=64, points=points, l2_by_neuron=True)
 
 
 def chain(engine, size, repeats=1):
@@ -453,7 +454,9 @@ def plan(workloads, quick):
         elif workload == "expression":
             tasks.append(Task("expression", expression, 3 if quick else 7))
         elif workload == "wide_mlp":
-            tasks.append(Task("wide_mlp", wide_mlp, 1 if quick else 3))
+            points = 10 if quick else 20
+            tasks.append(Task("wide_mlp", lambda e: wide_mlp(e, points), 1 if quick else 3,
+                              size=points))
     return tasks
 
 
@@ -473,7 +476,7 @@ def report(records, skipped):
     titles = {"train_step": "train_step: MLP(2, [16, 16, 1]), 100 moons points, loss + backward + SGD",
               "chain": "chain: build and backward n multiplications",
               "expression": "expression: upstream's test_more_ops expression x 100",
-              "wide_mlp": "wide_mlp: MLP(2, [64, 64, 1]), 20 moons points, loss + backward + SGD",
+              "wide_mlp": "wide_mlp: MLP(2, [64, 64, 1]), loss + backward + SGD",
               "memory": "memory: bytes per node of a chain"}
     header = (f"  {'engine':<22}{'median':>11}{'ns/node':>10}{'vs micrograd':>14}"
               f"{'vs nogc':>10}{'spread':>9}{'nodes':>12}")
@@ -483,7 +486,10 @@ def report(records, skipped):
             keys.append((r["workload"], r["size"]))
     for workload, size in keys:
         group = [r for r in records if (r["workload"], r["size"]) == (workload, size)]
-        title = titles[workload] + (f", n = {size:,}" if size and workload != "memory" else "")
+        if workload == "wide_mlp":
+            title = titles[workload] + f", {size} moons points"
+        else:
+            title = titles[workload] + (f", n = {size:,}" if size and workload != "memory" else "")
         lines += ["", title]
         if workload == "memory":
             lines.append(f"  {'engine':<22}{'bytes/node':>12}  method (n = {size:,})")
