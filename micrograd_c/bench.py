@@ -60,6 +60,12 @@ class Engine:
         self.count_nodes = nodes or count_value_nodes
         self.same_value_as = same_value_as      # only its nn differs from this engine's
 
+    def duplicate_on(self, workload):
+        """Why this engine is not run on `workload` (it would time another engine again), or None."""
+        if self.same_value_as and workload not in ("train_step", "wide_mlp"):
+            return f"same as {self.same_value_as} (only its nn differs)"
+        return None
+
 
 def count_value_nodes(root):
     """Nodes of a graph of micrograd-style Values (anything with _prev)."""
@@ -93,10 +99,11 @@ def torch_engine():
 
     MLP = None
     if upstream.installed():
-        class MLP(upstream.nn_on(TorchEngine).MLP):
+        class TorchMLP(upstream.nn_on(TorchEngine).MLP):
             def zero_grad(self):             # a tensor's grad is a tensor or None, never 0
                 for p in self.parameters():
                     p.grad = None
+        MLP = TorchMLP
     return Engine("torch", TorchEngine.Value, MLP, nodes=count_torch_nodes)
 
 
@@ -312,8 +319,8 @@ def measure(task, engines, tick, failures=None):
         record = {"workload": task.workload, "size": task.size, "engine": engine.name,
                   "median_s": None, "nodes": None, "times_s": [], "status": "ok"}
         records[engine.name] = record
-        if engine.same_value_as and task.workload not in ("train_step", "wide_mlp"):
-            record["status"] = f"same as {engine.same_value_as} (only its nn differs)"
+        if engine.duplicate_on(task.workload):
+            record["status"] = engine.duplicate_on(task.workload)
             continue
         if task.workload == "chain" and engine.name in failures:
             record["status"] = failures[engine.name]
@@ -413,8 +420,8 @@ def memory_records(engines, size, tick):
     for engine in engines:
         record = {"workload": "memory", "size": size, "engine": engine.name, "median_s": None,
                   "nodes": size, "ratio_vs_micrograd": None, "ratio_vs_micrograd_nogc": None}
-        if engine.same_value_as:
-            record.update(status=f"same as {engine.same_value_as} (only its nn differs)", nodes=None)
+        if engine.duplicate_on("memory"):
+            record.update(status=engine.duplicate_on("memory"), nodes=None)
         elif engine.name == "torch":
             if os.path.exists("/proc/self/statm") and os.sysconf("SC_PAGE_SIZE") == 4096:
                 record.update(bytes_per_node=torch_bytes_per_node(size), status="ok",
