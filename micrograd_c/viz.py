@@ -1,11 +1,16 @@
-"""Draw a Value's graph with graphviz, as micrograd's trace_graph notebook does.
+r"""Draw a Value's graph with graphviz, as micrograd's trace_graph notebook does.
 
     from micrograd_c.viz import draw_dot
     draw_dot(loss)              # a graphviz.Digraph; shows itself in Jupyter
 
 Needs the graphviz Python package (pip install 'micrograd_c[viz]'), and Graphviz's `dot`
 program to render the picture.
+
+Labels and ops are drawn as their exact text, except that control characters (NUL, which
+DOT cannot carry, newline, tab, ...) and lone surrogates show as Python escapes: \x00, \n.
 """
+import re
+import unicodedata
 
 
 def trace(root):
@@ -22,11 +27,16 @@ def trace(root):
     return nodes, edges
 
 
-def _record_text(text):
-    # Characters that structure graphviz "record" labels.
-    for ch in "\\{}|<>":
-        text = text.replace(ch, "\\" + ch)
-    return text
+def _text(s):
+    """s for a DOT label: control characters and lone surrogates as visible escapes, like repr."""
+    from graphviz import escape  # backslashes literal; never an <HTML> label
+    return escape("".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Cs") else c
+                          for c in s))
+
+
+def _record_text(s):
+    # Braces, bars, angle brackets and spaces structure graphviz "record" labels.
+    return re.sub(r"([{}|<> ])", r"\\\1", _text(s))
 
 
 def draw_dot(root, format="svg", rankdir="LR"):
@@ -45,13 +55,14 @@ def draw_dot(root, format="svg", rankdir="LR"):
     nodes, edges = trace(root)
     dot = Digraph(format=format, graph_attr={"rankdir": rankdir})
     for n in nodes:
+        # Ids never contain user text: graphviz reads ':' in an edge end as a port.
         uid = str(id(n))
         fields = [_record_text(n.label)] if n.label else []
         fields += [f"data {n.data:.4f}", f"grad {n.grad:.4f}"]
         dot.node(name=uid, label="{ " + " | ".join(fields) + " }", shape="record")
         if n._op:
-            dot.node(name=uid + n._op, label=n._op)
-            dot.edge(uid + n._op, uid)
+            dot.node(name=uid + "op", label=_text(n._op))
+            dot.edge(uid + "op", uid)
     for child, parent in edges:
-        dot.edge(str(id(child)), str(id(parent)) + parent._op)
+        dot.edge(str(id(child)), str(id(parent)) + "op")
     return dot
