@@ -32,19 +32,22 @@ cdef enum Op:
 
 @cython.final
 cdef class Value:
-    # Invariant: a graph of Values is acyclic. Children exist before their parent and are fixed
-    # at creation, and no field holds anything but Values, a tuple of Values or a str, so the
-    # type can stay invisible to the cyclic GC (see __dealloc__ for how deep graphs are freed).
-    cdef public double data
-    cdef public double grad
+    # Invariant: a graph of Values is acyclic. Children exist (are made) before their parent and
+    # are fixed at creation, so the type can stay invisible to the cyclic GC (see __dealloc__
+    # for how deep graphs are freed). The one field that may hold anything is `attributes`, the
+    # node's __dict__: its label and what users add (EurekaLabs' p.m, p.v), NULL for the many
+    # nodes that have none. A cycle through it (v.me = v) is invisible to the GC and lives until
+    # it is broken.
+    cdef double data            # the properties `data` and `grad` give Python floats
+    cdef double grad
     cdef double state           # the op's constant: c in a * c, the exponent in a ** c, ...
     cdef Value left             # first child of a unary or binary op, else None
     cdef Value right            # second child of a binary op, else None
     cdef tuple children         # all children of DOT, SUM and CUSTOM nodes, else None
-    cdef str _label             # None means ''
+    cdef PyObject* attributes   # owned; the type's tp_dictoffset points here (see engine.pyx)
     cdef unsigned char op       # an Op
     cdef unsigned char visit    # backward's DFS state; always NOT_SEEN outside backward()
-    cdef bint made              # set once the node is made; __init__ refuses to remake it
+    cdef unsigned char made     # set once the node is made; until then it can't be an operand
 
 
 # A growable array of borrowed or owned object pointers (the owner says which).
@@ -67,5 +70,5 @@ cdef void sweep(PtrStack* order) noexcept
 
 # Python-float semantics for a ** b, but ValueError where Python would return a complex number.
 cdef double float_pow(double a, double b) except? -1.0
-# 1 and *out set if x is a real number, 0 if it is not a number at all.
+# 1 and *out = float(x) if x is a number in an op (see is_number), 0 if it is not.
 cdef int as_double(object x, double* out) except -1

@@ -1,5 +1,5 @@
 # Type stub for the compiled module micrograd_c.engine (src/engine.pyx).
-from typing import Any, Iterable, SupportsFloat, Union, final
+from typing import Any, Callable, Iterable, SupportsFloat, Union, final
 
 Number = Union[int, float, SupportsFloat]
 
@@ -10,6 +10,7 @@ class Value:
     data: float
     grad: float
     label: str
+    __dict__: dict[str, Any]      # made when a first attribute is set
 
     def __init__(
         self,
@@ -39,7 +40,8 @@ class Value:
     def _prev(self) -> set["Value"]: ...
     @property
     def _op(self) -> str: ...
-    def _backward(self) -> None: ...
+    @property
+    def _backward(self) -> Callable[[], None]: ...
 
 def dot(
     ws: Iterable[Union[Value, Number]],

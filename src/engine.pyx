@@ -13,7 +13,9 @@ sweep are C; see micrograd_c/engine.pxd for the node layout.
 """
 
 cimport cython
-from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF, Py_XINCREF
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport PyObject, Py_DECREF, Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport exp, floor, isfinite, isinf, log, tanh
 from libc.math cimport pow as c_pow
@@ -35,6 +37,9 @@ if not getattr(sys, "_is_gil_enabled", lambda: True)():
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
     void PyObject_GC_UnTrack(void* o)
+    void tuple_set_item "PyTuple_SET_ITEM"(object tuple, Py_ssize_t i, PyObject* item)
+    void PyType_Modified(PyTypeObject* type)
+    dict PyObject_GenericGetDict(object o, void* context)
 
 # `visit` marks during backward's depth-first search; every node is NOT_SEEN again afterwards.
 cdef enum:
@@ -113,12 +118,46 @@ cdef double float_pow(double a, double b) except? -1.0:
     return result
 
 
-cdef int as_double(object x, double* out) except -1:
-    # float and int first: they are nearly every call. Big ints raise OverflowError, as in floats.
+# Numbers. An operand of + - * / ** is a number where Python's own floats take it in that op:
+# int, bool, float, Fraction, numpy's scalars (numbers.Real) and numpy's bool. It is converted to
+# a double first, and the op is then built from that double as upstream builds it: so
+# Value(10) - np.uint8(5) is 5.0 (negating the uint8 would wrap) and x / np.int64(2) is
+# x * 2.0 ** -1 (not an integer to a negative power). Anything else, numpy arrays included, gets
+# NotImplemented: an array then applies the op element by element, as it does with upstream's
+# Values, and the rest raise TypeError as floats do.
+cdef object numpy_bool = None       # numpy.bool_, once numpy is imported
+
+
+cdef bint is_number(object x) except -1:
+    global numpy_bool
     if isinstance(x, float) or isinstance(x, int) or isinstance(x, numbers.Real):
-        out[0] = x                 # also bool, numpy scalars, Fraction: what float() takes
+        return True
+    if numpy_bool is None:
+        numpy = sys.modules.get("numpy")
+        if numpy is None:
+            return False            # no numpy bool can exist yet
+        numpy_bool = numpy.bool_
+    return type(x) is numpy_bool
+
+
+cdef int as_double(object x, double* out) except -1:
+    if type(x) is float:
+        out[0] = PyFloat_AS_DOUBLE(x)
+        return 1
+    if is_number(x):
+        out[0] = PyFloat_AsDouble(x)    # float(x): big ints raise OverflowError, as in floats
         return 1
     return 0
+
+
+cdef object operand(object x):
+    # `other` in the derived ops: a Value as it is, a number as a float, else NotImplemented.
+    cdef double c
+    if isinstance(x, Value):
+        return x
+    if as_double(x, &c):
+        return c
+    return NotImplemented
 
 
 cdef double number(object x, str what) except? -1.0:
@@ -126,6 +165,16 @@ cdef double number(object x, str what) except? -1.0:
     if not as_double(x, &value):
         raise TypeError(f"{what} must be a real number, not '{type(x).__name__}'")
     return value
+
+
+cdef double value_argument(object x) except? -1.0:
+    # Value(x) takes what float(x) takes (0-d arrays, Decimal, anything with __float__ or
+    # __index__), but not text: float('1.5') parses a string, Value('1.5') is a TypeError.
+    if type(x) is float:
+        return PyFloat_AS_DOUBLE(x)
+    if not (hasattr(type(x), "__float__") or hasattr(type(x), "__index__")):
+        raise TypeError(f"Value() argument must be a real number, not '{type(x).__name__}'")
+    return PyFloat_AsDouble(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,13 +189,33 @@ cdef inline Value new_node(unsigned char op, double data, double state):
     return out
 
 
+cdef inline int check_made(Value child) except -1:
+    # Value.__new__(Value) gives a node that __init__ has not made yet. Used as an operand and
+    # then made with that result as its child, it would close a cycle no GC can see.
+    if not child.made:
+        unmade_operand()
+    return 0
+
+
+cdef int unmade_operand() except -1:
+    raise ValueError("a Value made by Value.__new__ and never initialised can't be used in an "
+                     "op or as a child: create it with Value(x)")
+
+
+cdef Value leaf(double data):
+    return new_node(LEAF, data, 0.0)
+
+
 cdef Value unary(unsigned char op, double data, Value a, double state):
+    check_made(a)
     cdef Value out = new_node(op, data, state)
     out.left = a
     return out
 
 
 cdef Value binary(unsigned char op, double data, Value a, Value b):
+    check_made(a)
+    check_made(b)
     cdef Value out = new_node(op, data, 0.0)
     out.left = a
     out.right = b
@@ -154,6 +223,7 @@ cdef Value binary(unsigned char op, double data, Value a, Value b):
 
 
 cdef Value nary(unsigned char op, double data, tuple children, double state):
+    # The caller made sure every child is made.
     cdef Value out = new_node(op, data, state)
     out.children = children
     return out
@@ -187,22 +257,61 @@ cdef str exact_str(object label):
     raise TypeError(f"label must be a str, not '{type(label).__name__}'")
 
 
-# Children whose last reference is held by a node being freed. Freeing a graph recursively
-# overflows the C stack (measured: a 1,000,000-deep chain segfaults), so they are released
-# here one at a time. Only C deallocators run in between, never Python code, so no other
-# thread can touch these while the GIL is held.
-cdef PtrStack doomed
+# Freeing. Dropping a graph recursively overflows the C stack (measured: a 1,000,000-deep chain
+# segfaults), so a dying node hands every child whose last reference it holds to `doomed`, and
+# the outermost deallocation frees them one at a time. `doomed` is a list threaded through the
+# doomed Values themselves, in their `data` (no one can read it any more): freeing never needs
+# memory, so it works when memory has run out. Python code can run in between (a dying node's
+# __dict__ is released), so another thread may add to the list while one drains it.
+cdef PyObject* doomed = NULL
 cdef bint releasing = False
+
+
+cdef union Link:               # a doomed Value's data field, reused as the list's next pointer
+    double data
+    PyObject* next
 
 
 @cython.linetrace(False)
 @cython.profile(False)
-cdef inline void release_later(PyObject* child) noexcept:
-    # `child` is a field of a dying node, about to be cleared. If the field holds its last
-    # reference, `doomed` takes one of its own, so clearing the field does not free it here.
-    # If `doomed` can't grow (out of memory), the child is freed recursively after all.
-    if Py_REFCNT(child) == 1 and push(&doomed, child) == 0:
+cdef inline void doom(PyObject* child) noexcept:
+    # `child` is a Value in a field of a dying node, about to be cleared. If the field holds its
+    # last reference, the list takes one of its own, so clearing the field does not free it here.
+    global doomed
+    cdef Link link
+    if Py_REFCNT(child) == 1:
         Py_XINCREF(child)
+        link.next = doomed
+        (<Value>child).data = link.data
+        doomed = child
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline void doom_children(tuple children) noexcept:
+    # The children tuple of a dying node. Shared (a tuple a user passed as _children), dropping it
+    # frees nothing. Ours alone, its slots are emptied here one at a time, so that of a Value
+    # that fills several slots the last one dooms it, and freeing the tuple frees no Value.
+    cdef Py_ssize_t i
+    cdef PyObject* child
+    if Py_REFCNT(<PyObject*>children) != 1:
+        return
+    for i in range(PyTuple_GET_SIZE(children)):
+        child = PyTuple_GET_ITEM(children, i)
+        doom(child)
+        tuple_set_item(children, i, NULL)
+        Py_XDECREF(child)
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline PyObject* next_doomed() noexcept:
+    global doomed
+    cdef Link link
+    cdef PyObject* node = doomed
+    link.data = (<Value>node).data
+    doomed = link.next
+    return node
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,47 +330,51 @@ cdef class Value:
     log(), sigmoid(); call backward() on the result to fill every node's grad.
     """
 
-    # Keeps numpy from treating a Value as an element of an object array in `numpy_scalar * v`:
-    # numpy then defers to our reflected op and the result is a Value.
-    __array_ufunc__ = None
-
     def __init__(self, data, _children=(), _op='', label=''):
-        # Once made, a node never changes its children: that keeps every graph acyclic.
+        # Once made, a node never changes its children, and they were made before it: that keeps
+        # every graph acyclic. Everything is checked before anything is set.
         if self.made:
             raise TypeError("Value.__init__() can't remake an existing Value: create a new one")
-        self.made = True
-        self.data = number(data, "Value() argument")
+        cdef double value = value_argument(data)
         if type(_op) is not str:
             raise TypeError(f"_op must be a str, not '{type(_op).__name__}'")
         children = tuple(_children)
         for child in children:
             if not isinstance(child, Value):
                 raise TypeError(f"_children must hold Values, not '{type(child).__name__}'")
+            check_made(child)
+        label = exact_str(label)
         if children or _op:
+            self.state = custom_op_id(_op)
             self.op = CUSTOM
             self.children = children
-            self.state = custom_op_id(_op)
-        self._label = exact_str(label)
+        self.data = value
+        if label:
+            attributes(self, True)["label"] = label
+        self.made = True
 
     @cython.linetrace(False)
     @cython.profile(False)
     def __dealloc__(self):
         global releasing
-        release_later(<PyObject*>self.left)
-        self.left = None
-        release_later(<PyObject*>self.right)
-        self.right = None
-        release_later(<PyObject*>self.children)
-        self.children = None
+        if self.attributes != NULL:
+            Py_XDECREF(self.attributes)     # may run Python code (what users stored)
+            self.attributes = NULL
+        if self.left is not None:
+            doom(<PyObject*>self.left)
+            self.left = None
+        if self.right is not None:
+            doom(<PyObject*>self.right)
+            self.right = None
+        if self.children is not None:
+            doom_children(self.children)
+            self.children = None
         if releasing:
             return                      # an outer __dealloc__ is draining `doomed`
         releasing = True
-        while doomed.size:
-            doomed.size -= 1
-            Py_XDECREF(doomed.items[doomed.size])
+        while doomed != NULL:
+            Py_XDECREF(next_doomed())   # its own __dealloc__ dooms its children
         releasing = False
-        if doomed.capacity > 65536:
-            release_storage(&doomed)    # don't keep a big graph's worth of pointers around
 
     # -- upstream's ops, in upstream's order -------------------------------------------------
 
@@ -315,20 +428,26 @@ cdef class Value:
     def __radd__(self, other):  # other + self
         return self + other
 
+    # A number `other` is a float before the derived ops use it (see is_number).
+
     def __sub__(self, other):  # self - other
-        return self + (-other)
+        other = operand(other)
+        return NotImplemented if other is NotImplemented else self + (-other)
 
     def __rsub__(self, other):  # other - self
-        return other + (-self)
+        other = operand(other)
+        return NotImplemented if other is NotImplemented else other + (-self)
 
     def __rmul__(self, other):  # other * self
         return self * other
 
     def __truediv__(self, other):  # self / other
-        return self * other**-1
+        other = operand(other)
+        return NotImplemented if other is NotImplemented else self * other**-1
 
     def __rtruediv__(self, other):  # other / self
-        return other * self**-1
+        other = operand(other)
+        return NotImplemented if other is NotImplemented else other * self**-1
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
@@ -368,14 +487,54 @@ cdef class Value:
             out = e / (1.0 + e)
         return unary(SIGMOID, out, self, 0.0)
 
+    # -- data, grad, label: always there, so they can be set but not deleted --------------------
+
+    @property
+    def data(self):
+        """The node's value (float)."""
+        return self.data
+
+    @data.setter
+    def data(self, value):
+        self.data = value
+
+    @data.deleter
+    def data(self):
+        raise AttributeError("can't delete a Value's data")
+
+    @property
+    def grad(self):
+        """d(root)/d(node) after root.backward() (float); accumulates, as upstream."""
+        return self.grad
+
+    @grad.setter
+    def grad(self, value):
+        self.grad = value
+
+    @grad.deleter
+    def grad(self):
+        raise AttributeError("can't delete a Value's grad")
+
     @property
     def label(self):
-        """A name for drawing the graph (str, default '')."""
-        return '' if self._label is None else self._label
+        """A name for drawing the graph (str, default ''), kept in the node's __dict__."""
+        added = attributes(self, False)
+        return '' if added is None else added.get("label", "")
 
     @label.setter
     def label(self, value):
-        self._label = exact_str(value)
+        value = exact_str(value)
+        if value or attributes(self, False) is not None:
+            attributes(self, True)["label"] = value
+
+    @label.deleter
+    def label(self):
+        raise AttributeError("can't delete a Value's label: set it to '' instead")
+
+    @property
+    def __dict__(self):
+        """The node's own attributes (its label, and what you set), made on first use."""
+        return attributes(self, True)
 
     # -- upstream's graph internals, computed on demand ----------------------------------------
 
@@ -401,17 +560,77 @@ cdef class Value:
             return custom_op_names[<Py_ssize_t>self.state]
         return OP_NAMES[self.op]
 
+    @property
     def _backward(self):
-        """Add this node's local gradients into its children (one step of backward)."""
-        backprop_node(self)
+        """Adds this node's local gradients into its children (one step of backward()), as
+        `v._backward()` does upstream. The gradient of each op is compiled, so a custom one can't
+        be attached: assigning raises."""
+        return BackwardStep(self)
+
+    @_backward.setter
+    def _backward(self, value):
+        raise AttributeError(
+            "micrograd_c computes every op's gradient in compiled code and can't call a custom "
+            "_backward; build the op from Value's own ops (its gradient then comes for free)")
 
     # -- pickling and copying: a Value travels as a leaf ------------------------------------------
 
     def __reduce__(self):
+        added = dict(attributes(self, False) or {})
+        added.pop("label", None)
+        if added:
+            return (Value, (self.data,), (self.grad, self.label, added))
         return (Value, (self.data,), (self.grad, self.label))
 
     def __setstate__(self, state):
-        self.grad, self.label = state
+        # (grad, label) or (grad, label, attributes): all checked before anything is set
+        if not isinstance(state, tuple) or len(state) not in (2, 3):
+            raise TypeError("Value state must be a tuple (grad, label[, attributes])")
+        cdef double grad = PyFloat_AsDouble(state[0])
+        label = exact_str(state[1])
+        added = dict(state[2]) if len(state) == 3 else {}
+        for name in added:
+            if type(name) is not str or hasattr(Value, name):
+                raise TypeError(f"{name!r} can't be an added attribute of a Value")
+        self.grad = grad
+        self.label = label
+        if added:
+            attributes(self, True).update(added)
+
+
+cdef dict attributes(Value node, bint make):
+    # The node's __dict__ (its label and what users added), or None if it has none and `make`
+    # is false: reading a label must not give every node a dict.
+    if node.attributes != NULL:
+        return <dict>node.attributes
+    return PyObject_GenericGetDict(node, NULL) if make else None
+
+
+def _set_dict_offset():
+    # Users' attributes go through CPython's own generic getattr/setattr, so that attribute
+    # access and method calls on Values keep the interpreter's fast paths (a custom __getattr__
+    # or __setattr__ loses them: measured 8% of the demo step). Cython's `cdef dict __dict__`
+    # would make a dict for every node, so the type gets its dict offset here, once, before any
+    # Value has a dict: a node's dict is then made when a first attribute is set.
+    cdef Value probe = Value.__new__(Value)
+    (<PyTypeObject*>Value).tp_dictoffset = <char*>&probe.attributes - <char*><PyObject*>probe
+    PyType_Modified(<PyTypeObject*>Value)
+
+
+_set_dict_offset()
+del _set_dict_offset
+
+
+@cython.final
+cdef class BackwardStep:
+    """A Value's `_backward`: calling it adds the node's local gradients into its children."""
+    cdef Value node
+
+    def __cinit__(self, Value node):
+        self.node = node
+
+    def __call__(self):
+        backprop_node(self.node)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,8 +639,9 @@ cdef class Value:
 cdef inline Value as_value(object x):
     # Values pass through; a number becomes a leaf so the node can send it its gradient.
     if isinstance(x, Value):
+        check_made(<Value>x)
         return <Value>x
-    return unary(LEAF, number(x, "dot() operand"), None, 0.0)
+    return leaf(number(x, "dot() operand"))
 
 
 cdef tuple new_children(Py_ssize_t size):
@@ -457,6 +677,7 @@ def dot(ws, xs, bias=None):
     if len(x) != n:
         raise ValueError(f"dot() got {n} weights but {len(x)} inputs")
     if bias_is_value:
+        check_made(<Value>bias)
         total = (<Value>bias).data
     elif bias is not None:
         total = number(bias, "dot() bias")
@@ -485,6 +706,7 @@ def sum(values):
     cdef double total = 0.0
     for item in items:
         if isinstance(item, Value):
+            check_made(<Value>item)
             total += (<Value>item).data
             count += 1
         else:

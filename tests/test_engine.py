@@ -7,6 +7,7 @@ import inspect
 import math
 import pickle
 import random
+import sys
 import tracemalloc
 
 import numpy as np
@@ -468,11 +469,125 @@ def test_pickle_and_copy_give_leaves():
     assert restored[0] is restored[1]
 
 
-def test_value_cannot_be_subclassed_or_extended():
+def test_value_cannot_be_subclassed():
     with pytest.raises(TypeError):
         type("Sub", (Value,), {})
+
+
+# -- attributes users add (EurekaLabs' micrograd keeps AdamW moments as p.m, p.v) ---------------
+
+def test_new_attributes_can_be_set_read_and_deleted():
+    p = Value(1.0)
+    p.m, p.v, p._vis_color = 0.25, 0.5, "red"
+    assert (p.m, p.v, p._vis_color) == (0.25, 0.5, "red")
+    p.m += 1
+    assert p.m == 1.25
+    del p.m
+    with pytest.raises(AttributeError, match="'m'"):
+        p.m
     with pytest.raises(AttributeError):
-        Value(1.0).anything = 1
+        del p.m
+    assert getattr(p, "v") == 0.5 and hasattr(p, "_vis_color") and not hasattr(p, "w")
+    assert not hasattr(Value(1.0), "v")            # attributes belong to their node only
+    assert (p.data, p.grad) == (1.0, 0.0)
+
+
+def test_attributes_of_value_itself_keep_their_rules():
+    v = Value(1.0)
+    with pytest.raises(AttributeError, match="custom _backward"):
+        v._backward = lambda: None                  # backward() would never call it
+    with pytest.raises(AttributeError):
+        v._prev = set()
+    with pytest.raises(TypeError):
+        v.data = "x"
+    with pytest.raises(TypeError):
+        v.label = 3
+    for name in ("data", "grad", "label"):
+        with pytest.raises(AttributeError, match="can't delete"):
+            delattr(v, name)
+    for name in ("backward", "_op", "_prev"):
+        with pytest.raises(AttributeError):
+            delattr(v, name)
+    assert (v.data, v.grad, v.label) == (1.0, 0.0, "")
+
+
+def test_attributes_travel_with_pickles_and_copies():
+    p = Value(2.0, label="p")
+    p.m, p._vis_color = [1, 2], "blue"
+    for clone in (pickle.loads(pickle.dumps(p)), copy.copy(p), copy.deepcopy(p)):
+        assert (clone.data, clone.label, clone.m, clone._vis_color) == (2.0, "p", [1, 2], "blue")
+    assert copy.deepcopy(p).m is not p.m and copy.copy(p).m is p.m
+
+
+def test_a_failing_setstate_changes_nothing():
+    v = Value(1.0, label="v")
+    v.grad = 3.0
+    for bad in ((5.0, 7), ("x", "y"), (5.0, "y", {"data": 2}), (5.0, "y", {1: 2}), (5.0,), None):
+        with pytest.raises(TypeError):
+            v.__setstate__(bad)
+        assert (v.grad, v.label, hasattr(v, "data2")) == (3.0, "v", False)
+
+
+def test_attributes_are_freed_with_their_node():
+    def work():
+        for _ in range(1000):
+            p = Value(1.0)
+            p.m = [0.0] * 10
+            q = p * 2
+            q.note = "x" * 100
+    tracemalloc.start()
+    work()
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(5):
+        work()
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 10_000, grown
+
+
+def test_an_attribute_referring_to_its_own_node_keeps_it_until_deleted():
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    nodes = [Value(float(i)) for i in range(10_000)]
+    for v in nodes:
+        v.me = v
+    del nodes, v
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert kept > 10_000 * 80                      # alive: the GC can't see through a Value
+    x = Value(1.0)
+    x.me = x
+    assert sys.getrefcount(x) == 3                 # x, the attribute, getrefcount's argument
+    del x.me
+    assert sys.getrefcount(x) == 2
+
+
+# -- every graph stays acyclic ------------------------------------------------------------------
+
+def test_an_unmade_value_cannot_become_an_operand_or_child():
+    a = Value.__new__(Value)
+    for use in (lambda: a * 2, lambda: 2 * a, lambda: a + Value(1), lambda: Value(1) - a,
+                lambda: a.tanh(), lambda: a ** 2, lambda: 2 ** a, lambda: engine.dot([a], [1.0]),
+                lambda: engine.dot([1.0], [1.0], a), lambda: engine.sum([a]),
+                lambda: Value(1.0, (a,), "c")):
+        with pytest.raises(ValueError, match="never initialised"):
+            use()
+    with pytest.raises(ValueError):
+        a.__init__(1.0, (a,), "c")                 # its own child: a cycle
+    a.__init__(1.0)                                # made properly, it works
+    assert (a * 2).data == 2.0
+    with pytest.raises(TypeError, match="remake"):
+        a.__init__(1.0, (a * 2,), "c")
+
+
+def test_the_reported_cycle_cannot_be_built():
+    a = Value.__new__(Value)
+    with pytest.raises(ValueError):
+        b = a * 2
+        a.__init__(1.0, (b,), "c")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,3 +799,12 @@ def test_star_import_gives_what_upstream_gives():
     namespace = {}
     exec("from micrograd_c.engine import *", namespace)
     assert {k for k in namespace if not k.startswith("__")} == {"Value"}
+
+
+def test_vars_and_weak_references():
+    v = Value(1.0, label="v")
+    v.m = 2
+    assert vars(v) == {"label": "v", "m": 2} and vars(Value(1.0)) == {}
+    import weakref
+    with pytest.raises(TypeError):                  # no weakref slot: see README's differences
+        weakref.ref(v)

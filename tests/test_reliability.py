@@ -257,3 +257,56 @@ def test_backward_recovers_from_running_out_of_memory():
     outcomes = eval(result.stdout)
     assert {outcome for outcome, _ in outcomes} == {"ok", "MemoryError"}
     assert all(grad == 1.0 for _, grad in outcomes), outcomes
+
+
+# Freeing must never need memory: build a graph until memory runs out, then drop it.
+FREE_WHEN_OUT_OF_MEMORY = textwrap.dedent("""
+    import resource, sys
+    from micrograd_c import engine
+    from micrograd_c.engine import Value
+
+    def mapped():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * resource.getpagesize()
+
+    kind, margin = sys.argv[1], int(sys.argv[2])
+    x = Value(1.0)
+    grow = {"mul_const": lambda y: y * 1.0, "add": lambda y: y + x,
+            "sum": lambda y: engine.sum([x, y]), "dot": lambda y: engine.dot([y], [x]),
+            "repeated": lambda y: engine.sum([y, y])}[kind]
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (mapped() + margin, hard))
+    y, depth = x, 0
+    try:
+        while True:
+            y = grow(y)
+            depth += 1
+    except MemoryError:
+        pass
+    y = None                             # still out of memory: freeing must not allocate
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    z = x * 3.0
+    z.backward()
+    print(depth, x.grad)
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
+@pytest.mark.parametrize("kind", ["mul_const", "add", "sum", "dot", "repeated"])
+@pytest.mark.parametrize("margin_mb", [40, 160])
+def test_a_graph_built_until_memory_runs_out_is_freed(kind, margin_mb):
+    result = subprocess.run([sys.executable, "-c", FREE_WHEN_OUT_OF_MEMORY, kind,
+                             str(margin_mb << 20)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    depth, grad = result.stdout.split()
+    assert int(depth) > 100_000 and float(grad) == 3.0
+
+
+def test_deep_chains_of_repeated_children_free():
+    # a node that holds its child twice: freeing its children tuple must not free the child
+    # recursively when the second slot is cleared
+    for grow in (lambda y: engine.sum([y, y]), lambda y: y * y, lambda y: engine.dot([y], [y])):
+        y = Value(1.0)
+        for _ in range(300_000):
+            y = grow(y)
+        del y
