@@ -49,7 +49,7 @@ def test_recursion_error_is_reported_not_raised():
 def test_missing_engines_are_skipped(monkeypatch):
     monkeypatch.setattr(upstream, "installed", lambda: False)
     monkeypatch.setitem(sys.modules, "torch", None)
-    monkeypatch.setattr(bench.importlib.util, "find_spec",
+    monkeypatch.setattr(bench.engines.importlib.util, "find_spec",
                         lambda name: None if name == "torch" else object())
     engines, skipped = bench.available_engines()
     assert [e.name for e in engines] == ["micrograd_c"]

@@ -1,0 +1,122 @@
+"""Side-by-side speed comparison of micrograd engines: python -m micrograd_c.bench
+
+Workloads
+  train_step   micrograd's demo step: MLP(2, [16, 16, 1]), 100 two-moons points, hinge loss
+               + 1e-4 L2, backward, SGD
+  chain        build and backward a chain of n multiplications, n = 1e2 .. 1e6 (1e5 with --quick)
+  expression   micrograd's test_more_ops expression, built and back-propagated 100 times
+  wide_mlp     the demo step with MLP(2, [64, 64, 1]) on 20 points (10 with --quick): scaling
+               with width
+  memory       bytes per graph node, from a chain of 1e6 nodes (1e5 with --quick)
+
+Engines: micrograd_c (micrograd_c.nn, fused neurons), micrograd_c-unfused (upstream's nn.py on
+micrograd_c's Value), micrograd (upstream), micrograd-nogc (upstream with the cyclic GC off),
+torch (0-d tensors on upstream's nn.py: the same scalar graph), and any module with micrograd's
+API given by --engine. Engines that are not installed are listed as skipped.
+
+Method (these machines are shared and noisy: no absolute time is trusted alone)
+- One warm-up run, then rounds in which every engine runs once, in reversed order every other
+  round; the ratio against upstream is taken round by round and the median reported.
+- The cyclic GC runs at Python's default thresholds, as users have it. Each engine's timed
+  region ends with a timed gc.collect(), after an untimed one before it, so each pays for its
+  own garbage: upstream's nodes are reference cycles that only the GC frees, and would
+  otherwise be collected during the next engine's turn. Objects made before timing starts
+  (modules, models, data) are frozen (gc.freeze) so that this collection measures the engine's
+  garbage, not the size of this process. micrograd-nogc runs with the GC off and is collected
+  untimed afterwards.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+
+import micrograd_c
+from micrograd_c.bench.engines import BUILTIN, Engine, available_engines
+from micrograd_c.bench.measure import Task, measure, memory_records, plan, recursion_limit_depth
+from micrograd_c.bench.plot import plot
+from micrograd_c.bench.report import report
+from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, expression, train_step,
+                                         wide_mlp)
+
+__all__ = ["BUILTIN", "WORKLOADS", "Engine", "Task", "Unsupported", "available_engines", "chain",
+           "expression", "main", "measure", "memory_records", "plan", "plot",
+           "recursion_limit_depth", "report", "train_step", "wide_mlp"]
+
+
+class Progress:
+    """A tqdm bar when tqdm is installed; otherwise silence."""
+
+    def __init__(self, total):
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc="benchmarking", unit="run", file=sys.stderr)
+        except ImportError:
+            self.bar = None
+
+    def describe(self, text):
+        if self.bar is not None:
+            self.bar.set_description(text)
+
+    def tick(self):
+        if self.bar is not None:
+            self.bar.update()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.update(self.bar.total - self.bar.n)    # runs skipped or failed count as done
+            self.bar.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m micrograd_c.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer rounds and sizes: under a minute on a 2-core machine")
+    parser.add_argument("--json", metavar="FILE", help="write one record per result to FILE")
+    parser.add_argument("--plot", metavar="FILE", help="save a PNG of the results (needs matplotlib)")
+    parser.add_argument("--engines", nargs="+", metavar="NAME", choices=BUILTIN,
+                        help=f"built-in engines to run (default: all of {', '.join(BUILTIN)})")
+    parser.add_argument("--engine", action="append", default=[], metavar="MODULE",
+                        help="also run an engine with micrograd's API, by module path (repeatable)")
+    parser.add_argument("--workloads", nargs="+", metavar="NAME", choices=WORKLOADS,
+                        default=list(WORKLOADS), help=f"workloads (default: all of {', '.join(WORKLOADS)})")
+    args = parser.parse_args(argv)
+
+    engines, skipped = available_engines(args.engines, args.engine)
+    print(f"micrograd_c {micrograd_c.__version__}, Python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} CPUs; "
+          f"{'quick' if args.quick else 'full'} run. GC at Python's defaults; each engine pays "
+          "for its own garbage (see --help); ratios are medians of per-round ratios.")
+    if not engines:
+        print(report([], skipped))
+        return 1
+
+    tasks = plan(args.workloads, args.quick)
+    runs = sum(len(engines) * (task.rounds + 1) for task in tasks)
+    runs += len(engines) if "memory" in args.workloads else 0
+    progress = Progress(runs)
+    records, failures = [], {}
+    try:
+        for task in tasks:
+            progress.describe(task.workload + (f" n={task.size:,}" if task.size else ""))
+            records += measure(task, engines, progress.tick, failures)
+        if "memory" in args.workloads:
+            progress.describe("memory")
+            records += memory_records(engines, 100_000 if args.quick else 1_000_000, progress.tick)
+    finally:
+        progress.close()
+
+    print(report(records, skipped))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(records, out, indent=1)
+        print(f"\nrecords written to {os.path.abspath(args.json)}")
+    if args.plot:
+        try:
+            plot(records, args.plot)
+        except ImportError:
+            print("\nmatplotlib is not installed: pip install 'micrograd_c[bench]' for --plot")
+        else:
+            print(f"plot saved to {os.path.abspath(args.plot)}")
+    return 0

@@ -1,0 +1,131 @@
+"""Engines: what is compared. Each engine is micrograd's API (a Value, an MLP) on one
+implementation; available_engines() says which run here and why the others can't."""
+import importlib
+import importlib.util
+
+from micrograd_c import upstream
+
+NOT_UPSTREAM = "upstream micrograd is not installed (pip install micrograd==0.1.0)"
+
+
+class Engine:
+    """An engine to time: how to make a leaf, an MLP and a sum, and its GC setting."""
+
+    def __init__(self, name, Value, MLP=None, gc_off=False, sum_values=sum, nodes=None,
+                 same_value_as=None):
+        self.name = name
+        self.Value = Value
+        self.MLP = MLP
+        self.gc_off = gc_off
+        self.sum_values = sum_values
+        self.count_nodes = nodes or count_value_nodes
+        self.same_value_as = same_value_as      # only its nn differs from this engine's
+
+    def duplicate_on(self, workload):
+        """Why this engine is not run on `workload` (it would time another engine again), or None."""
+        if self.same_value_as and workload not in ("train_step", "wide_mlp"):
+            return f"same as {self.same_value_as} (only its nn differs)"
+        return None
+
+
+def count_value_nodes(root):
+    """Nodes of a graph of micrograd-style Values (anything with _prev)."""
+    seen, todo = set(), [root]
+    while todo:
+        v = todo.pop()
+        if id(v) not in seen:
+            seen.add(id(v))
+            todo.extend(v._prev)
+    return len(seen)
+
+
+def count_torch_nodes(root):
+    """Autograd nodes (grad_fn objects and leaf accumulators) of a 0-d tensor graph."""
+    seen, todo = set(), [root.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            todo.extend(next_fn for next_fn, _ in fn.next_functions)
+    return len(seen)
+
+
+def torch_engine():
+    import torch
+
+    class TorchEngine:                       # micrograd's engine module, as upstream's nn sees it
+        @staticmethod
+        def Value(x):
+            return torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
+
+    MLP = None
+    if upstream.installed():
+        class TorchMLP(upstream.nn_on(TorchEngine).MLP):
+            def zero_grad(self):             # a tensor's grad is a tensor or None, never 0
+                for p in self.parameters():
+                    p.grad = None
+        MLP = TorchMLP
+    return Engine("torch", TorchEngine.Value, MLP, nodes=count_torch_nodes)
+
+
+def module_engine(path):
+    """An engine given by module path: a module with Value (or an .engine submodule with it),
+    and MLP (or an .nn submodule with it); without one, upstream's nn.py is run on its Value."""
+    module = importlib.import_module(path)
+    value_module = module if hasattr(module, "Value") else importlib.import_module(path + ".engine")
+    MLP = getattr(module, "MLP", None)
+    if MLP is None:
+        try:
+            MLP = importlib.import_module(path + ".nn").MLP
+        except (ImportError, AttributeError):
+            MLP = upstream.nn_on(value_module).MLP if upstream.installed() else None
+    return Engine(path, value_module.Value, MLP)
+
+
+def builtin_engines():
+    """{name: function making the Engine, or the reason it can't run here}."""
+    import micrograd_c.engine
+    import micrograd_c.nn
+
+    makers = {"micrograd_c": lambda: Engine("micrograd_c", micrograd_c.engine.Value,
+                                            micrograd_c.nn.MLP, sum_values=micrograd_c.engine.sum)}
+    if upstream.installed():
+        import micrograd.engine
+        import micrograd.nn
+        makers["micrograd_c-unfused"] = lambda: Engine(
+            "micrograd_c-unfused", micrograd_c.engine.Value,
+            upstream.nn_on(micrograd_c.engine).MLP, same_value_as="micrograd_c")
+        makers["micrograd"] = lambda: Engine("micrograd", micrograd.engine.Value, micrograd.nn.MLP)
+        makers["micrograd-nogc"] = lambda: Engine("micrograd-nogc", micrograd.engine.Value,
+                                                  micrograd.nn.MLP, gc_off=True)
+    else:
+        for name in ("micrograd_c-unfused", "micrograd", "micrograd-nogc"):
+            makers[name] = NOT_UPSTREAM
+    has_torch = importlib.util.find_spec("torch") is not None
+    makers["torch"] = torch_engine if has_torch else "torch is not installed"
+    return makers
+
+
+BUILTIN = ("micrograd_c", "micrograd_c-unfused", "micrograd", "micrograd-nogc", "torch")
+
+
+def available_engines(names=None, modules=()):
+    """Returns (engines, skipped): the engines that can run here, and {name: reason} for the
+    rest. `names` picks built-in engines in the order given (None: all); `modules` adds engines
+    by module path."""
+    makers = builtin_engines()
+    engines, skipped = [], {}
+    for name in BUILTIN if names is None else names:
+        if name not in makers:
+            raise ValueError(f"unknown engine {name!r}; built in: {', '.join(BUILTIN)} "
+                             "(name any other by module path with --engine)")
+        if isinstance(makers[name], str):
+            skipped[name] = makers[name]
+        else:
+            engines.append(makers[name]())
+    for path in modules:
+        try:
+            engines.append(module_engine(path))
+        except ImportError as error:
+            skipped[path] = f"cannot import it: {error}"
+    return engines, skipped

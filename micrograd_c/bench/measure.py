@@ -1,0 +1,218 @@
+"""Measuring: the method, in one place. Alternated rounds, each engine paying for its own garbage,
+median per-round ratios, RecursionError depths, bytes per node, and the plan of tasks and rounds."""
+import gc
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+
+from micrograd_c.bench.workloads import Unsupported, chain, expression, train_step, wide_mlp
+
+
+def timed(engine, run):
+    """Seconds for one run, including the collection of the garbage it leaves."""
+    gc.collect()
+    if engine.gc_off:
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            run()
+            return time.perf_counter() - start
+        finally:
+            gc.enable()
+            gc.collect()
+    start = time.perf_counter()
+    run()
+    gc.collect()
+    return time.perf_counter() - start
+
+
+def recursion_limit_depth(engine):
+    """The deepest chain this engine back-propagates, found by bisection (for 'fails at')."""
+    works, fails = 1, 1
+    while True:
+        try:
+            chain(engine, fails)[0]()
+        except RecursionError:
+            break
+        works, fails = fails, fails * 2
+    while fails - works > 1:
+        middle = (works + fails) // 2
+        try:
+            chain(engine, middle)[0]()
+            works = middle
+        except RecursionError:
+            fails = middle
+    return works
+
+
+class Task:
+    """One workload (at one size) to time on several engines."""
+
+    def __init__(self, workload, setup, rounds, size=None, warmup=True, repeats=1):
+        self.workload = workload
+        self.setup = setup              # engine -> (run, nodes made by one repeat)
+        self.rounds = rounds
+        self.size = size
+        self.warmup = warmup
+        self.repeats = repeats          # a run does the workload this many times
+
+
+def recursion_failure(engine, failures):
+    """The status of an engine that hit RecursionError; failures memoizes it by engine name."""
+    if engine.name not in failures:
+        failures[engine.name] = (f"fails at depth {recursion_limit_depth(engine) + 1:,} "
+                                 "(RecursionError)")
+    return failures[engine.name]
+
+
+def measure(task, engines, tick, failures=None):
+    """Times task on every engine, alternating; returns one record per engine. `failures`
+    remembers engines that hit RecursionError, so longer chains are not tried on them."""
+    failures = {} if failures is None else failures
+    records, runs = {}, []
+    for engine in engines:
+        record = {"workload": task.workload, "size": task.size, "engine": engine.name,
+                  "median_s": None, "nodes": None, "times_s": [], "status": "ok"}
+        records[engine.name] = record
+        if engine.duplicate_on(task.workload):
+            record["status"] = engine.duplicate_on(task.workload)
+            continue
+        if task.workload == "chain" and engine.name in failures:
+            record["status"] = failures[engine.name]
+            continue
+        try:
+            run, record["nodes"] = task.setup(engine)
+            if task.warmup:
+                timed(engine, run)
+            runs.append((engine, run))
+        except Unsupported as reason:
+            record["status"] = f"skipped: {reason}"
+        except RecursionError:
+            record["status"] = recursion_failure(engine, failures)
+        tick()
+    gc.freeze()
+    try:
+        for r in range(task.rounds):
+            for engine, run in (runs if r % 2 == 0 else runs[::-1]):
+                record = records[engine.name]
+                if record["status"] != "ok":
+                    continue
+                try:
+                    record["times_s"].append(timed(engine, run))
+                except RecursionError:
+                    record["status"] = recursion_failure(engine, failures)
+                tick()
+    finally:
+        gc.unfreeze()
+    for record in records.values():
+        if record["status"] != "ok":
+            record["nodes"] = None
+            record["times_s"] = []
+            continue
+        times = record["times_s"] = [t / task.repeats for t in record["times_s"]]
+        record["median_s"] = statistics.median(times)
+        record["spread"] = spread(times)
+        record["ns_per_node"] = record["median_s"] / record["nodes"] * 1e9
+    for baseline, key in (("micrograd", "ratio_vs_micrograd"),
+                          ("micrograd-nogc", "ratio_vs_micrograd_nogc")):
+        base = records.get(baseline)
+        for record in records.values():
+            ok = base is not None and base["status"] == "ok" and record["status"] == "ok"
+            record[key] = (statistics.median(b / t for b, t in zip(base["times_s"], record["times_s"]))
+                           if ok else None)
+    return list(records.values())
+
+
+def spread(times):
+    """Half the interquartile range, relative to the median."""
+    if len(times) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return (q3 - q1) / 2 / statistics.median(times)
+
+
+def bytes_per_node(engine, size):
+    """Memory held by a chain of `size` nodes, per node, as Python's allocator sees it."""
+    w = engine.Value(0.5)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    y = w
+    for _ in range(size):
+        y = y * w
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    del y
+    gc.collect()
+    return used / size
+
+
+# torch allocates outside Python's allocator; in a fresh process the resident size shows it.
+TORCH_MEMORY = """
+import sys, torch
+def resident():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+size = int(sys.argv[1])
+w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+y = w * w
+before = resident()
+for _ in range(size):
+    y = y * w
+print((resident() - before) / size)
+"""
+
+
+def torch_bytes_per_node(size):
+    import subprocess
+    result = subprocess.run([sys.executable, "-c", TORCH_MEMORY, str(size)], capture_output=True,
+                            text=True, check=True)
+    return float(result.stdout)
+
+
+def memory_records(engines, size, tick):
+    records = []
+    for engine in engines:
+        record = {"workload": "memory", "size": size, "engine": engine.name, "median_s": None,
+                  "nodes": size, "ratio_vs_micrograd": None, "ratio_vs_micrograd_nogc": None}
+        if engine.duplicate_on("memory"):
+            record.update(status=engine.duplicate_on("memory"), nodes=None)
+        elif engine.name == "torch":
+            if os.path.exists("/proc/self/statm") and os.sysconf("SC_PAGE_SIZE") == 4096:
+                record.update(bytes_per_node=torch_bytes_per_node(size), status="ok",
+                              method="resident size of a fresh process")
+            else:
+                record.update(status="skipped: resident size is read from Linux's /proc",
+                              nodes=None)
+        else:
+            record.update(bytes_per_node=bytes_per_node(engine, size), status="ok",
+                          method="tracemalloc")
+        records.append(record)
+        tick()
+    return records
+
+
+def plan(workloads, quick):
+    """The tasks to run: quick finishes in under a minute on 2 cores, the full run in ~10."""
+    tasks = []
+    for workload in workloads:
+        if workload == "train_step":
+            tasks.append(Task("train_step", train_step, 3 if quick else 7))
+        elif workload == "chain":
+            sizes = [100, 1_000, 10_000, 100_000] + ([] if quick else [1_000_000])
+            for i, size in enumerate(sizes):
+                rounds = (3 if quick else 5) if size <= 10_000 else (1 if quick else 3) \
+                    if size <= 100_000 else 1
+                # short chains are repeated so that a run is not just the timer and the GC
+                repeats = max(1, 10_000 // size)
+                tasks.append(Task("chain", lambda e, n=size, r=repeats: chain(e, n, r), rounds,
+                                  size, warmup=i == 0, repeats=repeats))
+        elif workload == "expression":
+            tasks.append(Task("expression", expression, 3 if quick else 7))
+        elif workload == "wide_mlp":
+            points = 10 if quick else 20
+            tasks.append(Task("wide_mlp", lambda e: wide_mlp(e, points), 1 if quick else 3,
+                              size=points))
+    return tasks
