@@ -33,9 +33,9 @@ import sys
 
 import micrograd_c
 from micrograd_c.bench.engines import BUILTIN, Engine, available_engines
-from micrograd_c.bench.measure import Task, measure, memory_records, plan, recursion_limit_depth
-from micrograd_c.bench.plot import plot
-from micrograd_c.bench.report import report
+from micrograd_c.bench.measuring import Task, measure, memory_records, plan, recursion_limit_depth
+from micrograd_c.bench.plotting import plot
+from micrograd_c.bench.reporting import report
 from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, expression, train_step,
                                          wide_mlp)
 

@@ -2,7 +2,7 @@
 import platform
 
 import micrograd_c
-from micrograd_c.bench.report import format_ratio
+from micrograd_c.bench.reporting import format_ratio
 
 
 def plot(records, path):
