@@ -7,15 +7,18 @@ from cpython.ref cimport PyObject
 
 
 cdef enum Op:
-    # How each node was made. The forward formula and the local gradients of every op are
-    # listed once, next to its `case` in `backprop_node` (src/engine.pyx). a and b are child
-    # Values, c is a number kept in the node. As upstream, a - b is a + (-b), a / b is a * b**-1
-    # and -a is a * -1: the same nodes give the same grads, even when backward() runs twice.
+    # How each node was made. Each op's value, the checks that make it raise as Python's floats
+    # do, and its local derivatives are written once, in src/ops.pxi, and every path uses them.
+    # a and b are child Values, c is a number kept in the node. As upstream, a - b is a + (-b),
+    # a / b is a * b**-1 and -a is a * -1: the same nodes give the same grads, even when
+    # backward() runs twice. The op codes of each kind are contiguous (see is_binary, is_unary).
     LEAF          # Value(x)
     CUSTOM        # Value(x, _children, _op): children kept for drawing, no gradient (as upstream)
+    # binary: children a, b
     ADD           # a + b
     MUL           # a * b
     POW           # a ** b
+    # unary: child a, and c
     ADD_CONST     # a + c
     MUL_CONST     # a * c
     POW_CONST     # a ** c
@@ -25,7 +28,8 @@ cdef enum Op:
     EXP           # exp(a)
     LOG           # log(a)
     SIGMOID       # 1 / (1 + exp(-a))
-    DOT           # bias + sum(w[i] * x[i]), one node for a whole neuron
+    # n-ary: a tuple of children
+    DOT           # c + sum(w[i] * x[i]) (+ a bias Value), one node for a whole neuron
     SUM           # sum(v[i])
     N_OPS
 
@@ -48,6 +52,8 @@ cdef class Value:
     cdef unsigned char op       # an Op
     cdef unsigned char visit    # backward's DFS state; always NOT_SEEN outside backward()
     cdef unsigned char made     # set once the node is made; until then it can't be an operand
+    cdef unsigned char ieee     # computed in IEEE arithmetic, never raising (inf, nan): the nodes
+                                # a gradient graph is made of (grad(create_graph=True))
 
 
 # A growable array of borrowed or owned object pointers (the owner says which).
@@ -56,19 +62,20 @@ cdef struct PtrStack:
     Py_ssize_t size
     Py_ssize_t capacity
 
-# Node construction: every op ends in one of these. They never fail except on MemoryError.
-cdef Value unary(unsigned char op, double data, Value a, double state)
-cdef Value binary(unsigned char op, double data, Value a, Value b)
+# Node construction. unary_op and binary_op compute the op's value; checked, they raise what
+# Python's floats raise, unchecked they make an IEEE node. nary takes the value made elsewhere.
+# A child that was never made (Value.__new__) is refused with ValueError.
+cdef Value unary_op(unsigned char op, Value a, double c, bint checked)
+cdef Value binary_op(unsigned char op, Value a, Value b, bint checked)
 cdef Value nary(unsigned char op, double data, tuple children, double state)
 
 # Adds node's local gradients into its children (one step of the chain rule). Pure C.
 cdef void backprop_node(Value node) noexcept
-# Fills `order` with the nodes reachable from root, children before parents (pointers borrowed).
-cdef int topological_order(Value root, PtrStack* order) except -1
+# Fills `order` with the nodes reachable from the roots, children before parents (pointers
+# borrowed), and marks each SEEN; on MemoryError every mark is cleared again.
+cdef int topological_order(PyObject** roots, Py_ssize_t count, PtrStack* order) except -1
 # Applies backprop_node to `order` from the end, parents first, and clears every visit mark.
 cdef void sweep(PtrStack* order) noexcept
 
-# Python-float semantics for a ** b, but ValueError where Python would return a complex number.
-cdef double float_pow(double a, double b) except? -1.0
 # 1 and *out = float(x) if x is a number in an op (see is_number), 0 if it is not.
 cdef int as_double(object x, double* out) except -1

@@ -40,6 +40,8 @@ cdef extern from "Python.h":
     void tuple_set_item "PyTuple_SET_ITEM"(object tuple, Py_ssize_t i, PyObject* item)
     void PyType_Modified(PyTypeObject* type)
     dict PyObject_GenericGetDict(object o, void* context)
+    ctypedef struct PyTupleObject:
+        PyObject* ob_item[1]
 
 # `visit` marks during backward's depth-first search; every node is NOT_SEEN again afterwards.
 cdef enum:
@@ -104,18 +106,7 @@ cdef inline void release_storage(PtrStack* stack) noexcept:
     stack.capacity = 0
 
 
-cdef double float_pow(double a, double b) except? -1.0:
-    # Mirrors CPython's float ** float, whose nan and inf cases are C99's pow.
-    cdef double result
-    if isfinite(a) and isfinite(b):
-        if a == 0.0 and b < 0.0:
-            raise ZeroDivisionError("0.0 cannot be raised to a negative power")
-        if a < 0.0 and b != floor(b):
-            raise ValueError("negative number cannot be raised to a fractional power")
-    result = c_pow(a, b)
-    if isinf(result) and isfinite(a) and isfinite(b):
-        raise OverflowError("(34, 'Numerical result out of range')")
-    return result
+include "ops.pxi"
 
 
 # Numbers. An operand of + - * / ** is a number where Python's own floats take it in that op:
@@ -206,20 +197,34 @@ cdef Value leaf(double data):
     return new_node(LEAF, data, 0.0)
 
 
-cdef Value unary(unsigned char op, double data, Value a, double state):
+cdef Value unary_op(unsigned char op, Value a, double c, bint checked):
+    cdef double out = op_value(op, a.data, 0.0, c)
+    cdef int error
+    if checked:
+        error = op_error(op, a.data, 0.0, c, out)
+        if error:
+            raise_op_error(error, "")
     check_made(a)
-    cdef Value out = new_node(op, data, state)
-    out.left = a
-    return out
+    cdef Value node = new_node(op, out, c)
+    node.left = a
+    node.ieee = not checked
+    return node
 
 
-cdef Value binary(unsigned char op, double data, Value a, Value b):
+cdef Value binary_op(unsigned char op, Value a, Value b, bint checked):
+    cdef double out = op_value(op, a.data, b.data, 0.0)
+    cdef int error
+    if checked:
+        error = op_error(op, a.data, b.data, 0.0, out)
+        if error:
+            raise_op_error(error, "")
     check_made(a)
     check_made(b)
-    cdef Value out = new_node(op, data, 0.0)
-    out.left = a
-    out.right = b
-    return out
+    cdef Value node = new_node(op, out, 0.0)
+    node.left = a
+    node.right = b
+    node.ieee = not checked
+    return node
 
 
 cdef Value nary(unsigned char op, double data, tuple children, double state):
@@ -381,17 +386,17 @@ cdef class Value:
     def __add__(self, other):  # self + other
         cdef double c
         if isinstance(other, Value):
-            return binary(ADD, self.data + (<Value>other).data, self, other)
+            return binary_op(ADD, self, other, True)
         if as_double(other, &c):
-            return unary(ADD_CONST, self.data + c, self, c)
+            return unary_op(ADD_CONST, self, c, True)
         return NotImplemented
 
     def __mul__(self, other):  # self * other
         cdef double c
         if isinstance(other, Value):
-            return binary(MUL, self.data * (<Value>other).data, self, other)
+            return binary_op(MUL, self, other, True)
         if as_double(other, &c):
-            return unary(MUL_CONST, self.data * c, self, c)
+            return unary_op(MUL_CONST, self, c, True)
         return NotImplemented
 
     def __pow__(self, other, modulo):  # self ** other
@@ -399,14 +404,14 @@ cdef class Value:
         if modulo is not None:
             return NotImplemented
         if isinstance(other, Value):
-            return binary(POW, float_pow(self.data, (<Value>other).data), self, other)
+            return binary_op(POW, self, other, True)
         if as_double(other, &c):
-            return unary(POW_CONST, float_pow(self.data, c), self, c)
+            return unary_op(POW_CONST, self, c, True)
         return NotImplemented
 
     def relu(self):
         """max(0, self), as upstream: relu(-0.0) is -0.0 and relu(nan) is nan."""
-        return unary(RELU, 0.0 if self.data < 0 else self.data, self, 0.0)
+        return unary_op(RELU, self, 0.0, True)
 
     @cython.linetrace(False)        # between its steps every node is marked: no Python there
     def backward(self):
@@ -415,8 +420,9 @@ cdef class Value:
         Grads accumulate across calls, as upstream: zero them between steps.
         """
         cdef PtrStack order = PtrStack(NULL, 0, 0)
+        cdef PyObject* root = <PyObject*>self
         try:
-            topological_order(self, &order)
+            topological_order(&root, 1, &order)
             self.grad = 1.0
             sweep(&order)
         finally:
@@ -458,34 +464,23 @@ cdef class Value:
         cdef double c
         if modulo is not None or not as_double(other, &c):
             return NotImplemented
-        return unary(RPOW_CONST, float_pow(c, self.data), self, c)
+        return unary_op(RPOW_CONST, self, c, True)
 
     def tanh(self):
         """The hyperbolic tangent of self."""
-        return unary(TANH, tanh(self.data), self, 0.0)
+        return unary_op(TANH, self, 0.0, True)
 
     def exp(self):
         """e ** self; OverflowError where math.exp raises it."""
-        cdef double out = exp(self.data)
-        if isinf(out) and isfinite(self.data):
-            raise OverflowError("math range error")
-        return unary(EXP, out, self, 0.0)
+        return unary_op(EXP, self, 0.0, True)
 
     def log(self):
         """The natural logarithm of self; ValueError for self <= 0, as math.log."""
-        if self.data <= 0.0:                # False for nan, which passes through as in math.log
-            raise ValueError("math domain error")
-        return unary(LOG, log(self.data), self, 0.0)
+        return unary_op(LOG, self, 0.0, True)
 
     def sigmoid(self):
         """1 / (1 + exp(-self)), computed without overflow."""
-        cdef double x = self.data, e, out
-        if x >= 0.0:
-            out = 1.0 / (1.0 + exp(-x))
-        else:
-            e = exp(x)
-            out = e / (1.0 + e)
-        return unary(SIGMOID, out, self, 0.0)
+        return unary_op(SIGMOID, self, 0.0, True)
 
     # -- data, grad, label: always there, so they can be set but not deleted --------------------
 
@@ -636,12 +631,13 @@ cdef class BackwardStep:
 # ---------------------------------------------------------------------------------------------
 # Fused n-ary ops: one node where upstream's code makes two per term
 
-cdef inline Value as_value(object x):
-    # Values pass through; a number becomes a leaf so the node can send it its gradient.
+cdef inline Value as_value(object x, str what):
+    # Values pass through; a number becomes a leaf, so that the node can send it its gradient
+    # and replay can read it.
     if isinstance(x, Value):
         check_made(<Value>x)
         return <Value>x
-    return leaf(number(x, "dot() operand"))
+    return leaf(number(x, what))
 
 
 cdef tuple new_children(Py_ssize_t size):
@@ -659,6 +655,15 @@ cdef inline void set_child(tuple children, Py_ssize_t i, Value child) noexcept:
     PyTuple_SET_ITEM(children, i, child)
 
 
+cdef inline TupleChildren items_of(tuple children) noexcept:
+    return TupleChildren(<PyObject**>&(<PyTupleObject*>children).ob_item[0])
+
+
+cdef Value nary_op(unsigned char op, tuple children, double c):
+    cdef double out = nary_value(op, items_of(children), PyTuple_GET_SIZE(children), c)
+    return nary(op, out, children, c)
+
+
 def dot(ws, xs, bias=None):
     """bias + sum(w * x for w, x in zip(ws, xs)), as one node.
 
@@ -672,52 +677,36 @@ def dot(ws, xs, bias=None):
     cdef tuple w = tuple(ws), x = tuple(xs)
     cdef Py_ssize_t n = len(w), i
     cdef bint bias_is_value = isinstance(bias, Value)
-    cdef double total = 0.0
-    cdef Value wi, xi
+    cdef double number_bias = 0.0
     if len(x) != n:
         raise ValueError(f"dot() got {n} weights but {len(x)} inputs")
     if bias_is_value:
         check_made(<Value>bias)
-        total = (<Value>bias).data
     elif bias is not None:
-        total = number(bias, "dot() bias")
+        number_bias = number(bias, "dot() bias")
     # Children: w[0..n), x[0..n), then the bias if it is a Value (an odd count says so). A
-    # number bias is already in the total and needs no node.
+    # number bias is kept in the node.
     cdef tuple children = new_children(2 * n + bias_is_value)
     for i in range(n):
-        wi = as_value(w[i])
-        xi = as_value(x[i])
-        total += wi.data * xi.data
-        set_child(children, i, wi)
-        set_child(children, n + i, xi)
+        set_child(children, i, as_value(w[i], "dot() operand"))
+        set_child(children, n + i, as_value(x[i], "dot() operand"))
     if bias_is_value:
         set_child(children, 2 * n, bias)
-    return nary(DOT, total, children, 0.0)
+    return nary_op(DOT, children, number_bias)
 
 
 def sum(values):
     """The sum of an iterable of Values and numbers, as one node.
 
     Equals builtin sum(values) (same order, same rounding) without its n - 1 intermediate nodes.
-    Numbers are added in but are not nodes. An empty iterable gives Value(0.0).
+    A number becomes a leaf, as in dot(). An empty iterable gives Value(0.0).
     """
     cdef tuple items = tuple(values)            # a snapshot, as in dot()
-    cdef Py_ssize_t i, count = 0
-    cdef double total = 0.0
-    for item in items:
-        if isinstance(item, Value):
-            check_made(<Value>item)
-            total += (<Value>item).data
-            count += 1
-        else:
-            total += number(item, "sum() item")
-    cdef tuple children = new_children(count)
-    count = 0
-    for item in items:
-        if isinstance(item, Value):
-            set_child(children, count, item)
-            count += 1
-    return nary(SUM, total, children, 0.0)
+    cdef Py_ssize_t i
+    cdef tuple children = new_children(len(items))
+    for i in range(len(items)):
+        set_child(children, i, as_value(items[i], "sum() item"))
+    return nary_op(SUM, children, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,66 +753,28 @@ def copy_from_array(values, source, bint grads=False):
 # ---------------------------------------------------------------------------------------------
 # Backward
 
-@cython.cdivision(True)     # IEEE arithmetic: the sweep never raises (1/0 is inf, as in torch)
 @cython.linetrace(False)
 @cython.profile(False)
 cdef void backprop_node(Value node) noexcept:
-    # One step of the chain rule: g = d(root)/d(node) is added, times the local gradient, into
-    # each child's grad. The children are node.left (a) and node.right (b), the constant c is
-    # node.state. (Fields are read through `node.` because a local `Value a = node.left` would
-    # cost two reference-count writes per child, and this loop is bound by memory traffic.)
-    cdef double g = node.grad, c = node.state
-    cdef double a, b
-    cdef Py_ssize_t i, n
-    cdef Value w, x
-    if node.op == ADD:                  # a + b
-        node.left.grad += g
-        node.right.grad += g
-    elif node.op == MUL:                # a * b
-        node.left.grad += node.right.data * g
-        node.right.grad += node.left.data * g
-    elif node.op == POW:                # a ** b
-        # Where a formula gives 0 * inf the limit is 0, as in torch: d/da a**0 and, at a == 0,
-        # d/db a**b = a**b * log(a).
-        a = node.left.data
-        b = node.right.data
-        if b != 0.0:
-            node.left.grad += (b * c_pow(a, b - 1.0)) * g
-        if not (a == 0.0 and b >= 0.0):
-            node.right.grad += node.data * log(a) * g
-    elif node.op == ADD_CONST:          # a + c
-        node.left.grad += g
-    elif node.op == MUL_CONST:          # a * c
-        node.left.grad += c * g
-    elif node.op == POW_CONST:          # a ** c
-        if c != 0.0:
-            node.left.grad += (c * c_pow(node.left.data, c - 1.0)) * g
-    elif node.op == RPOW_CONST:         # c ** a: c**a * log(c), 0 where c == 0 <= a
-        if not (c == 0.0 and node.left.data >= 0.0):
-            node.left.grad += node.data * log(c) * g
-    elif node.op == RELU:               # relu(a)
-        node.left.grad += (node.data > 0) * g
-    elif node.op == TANH:               # tanh(a)
-        node.left.grad += (1.0 - node.data * node.data) * g
-    elif node.op == EXP:                # exp(a)
-        node.left.grad += node.data * g
-    elif node.op == LOG:                # log(a)
-        node.left.grad += (1.0 / node.left.data) * g
-    elif node.op == SIGMOID:            # sigmoid(a)
-        node.left.grad += node.data * (1.0 - node.data) * g
-    elif node.op == DOT:                # bias + sum(w[i] * x[i]): children w..., x..., bias?
-        n = PyTuple_GET_SIZE(node.children) // 2
-        for i in range(n):
-            w = <Value>PyTuple_GET_ITEM(node.children, i)
-            x = <Value>PyTuple_GET_ITEM(node.children, n + i)
-            w.grad += x.data * g
-            x.grad += w.data * g
-        if PyTuple_GET_SIZE(node.children) % 2:
-            (<Value>PyTuple_GET_ITEM(node.children, 2 * n)).grad += g
-    elif node.op == SUM:                # sum(v[i])
-        for i in range(PyTuple_GET_SIZE(node.children)):
-            (<Value>PyTuple_GET_ITEM(node.children, i)).grad += g
-    # LEAF and CUSTOM pass nothing on (upstream's default _backward does nothing).
+    # One step of the chain rule: g = d(root)/d(node) is added, times each local derivative
+    # (src/ops.pxi), into each child's grad. IEEE arithmetic: the sweep never raises (1/0 is
+    # inf, as in torch). (Fields are read through `node.` because a local `Value a = node.left`
+    # would cost two reference-count writes per child, and this loop is bound by memory traffic.)
+    cdef double g = node.grad, da, db
+    cdef int which
+    cdef unsigned char op = node.op
+    if is_binary(op):
+        which = op_derivatives(op, node.left.data, node.right.data, 0.0, node.data, &da, &db)
+        if which & TO_A:
+            node.left.grad += da * g
+        if which & TO_B:
+            node.right.grad += db * g
+    elif is_unary(op):
+        if op_derivatives(op, node.left.data, 0.0, node.state, node.data, &da, &db):
+            node.left.grad += da * g
+    elif op != LEAF and op != CUSTOM:   # they pass nothing on (upstream's default _backward)
+        nary_backprop(op, items_of(node.children), PyTuple_GET_SIZE(node.children), node.state,
+                      node.data, g)
 
 
 @cython.linetrace(False)
@@ -841,17 +792,19 @@ cdef void sweep(PtrStack* order) noexcept:
 
 @cython.linetrace(False)
 @cython.profile(False)
-cdef int topological_order(Value root, PtrStack* order) except -1:
+cdef int topological_order(PyObject** roots, Py_ssize_t count, PtrStack* order) except -1:
     # An iterative depth-first search (recursion fails at depth ~1,000 in Python and overflows
     # the C stack near 1e5). Each entry of `todo` is a node to expand, or, once its children
     # are done, a node to append to `order`: that entry is the node's pointer with its low bit
     # set, so appending never has to load the node again (the sort is bound by memory loads).
-    # Pointers are borrowed: root keeps every node alive and nothing runs Python code here.
+    # Pointers are borrowed: the roots keep every node alive and nothing runs Python code here.
     cdef PtrStack todo = PtrStack(NULL, 0, 0)
     cdef Value node
     cdef PyObject* entry
     cdef Py_ssize_t i
-    cdef int failed = push(&todo, <PyObject*>root)
+    cdef int failed = 0
+    for i in range(count - 1, -1, -1):
+        failed |= push(&todo, roots[i])
     while todo.size and not failed:
         todo.size -= 1
         entry = todo.items[todo.size]

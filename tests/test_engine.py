@@ -752,9 +752,11 @@ def test_sum_and_dot_work_on_a_snapshot_of_their_input(change):
     # each mutation used to write past a tuple, leave NULL children or read freed memory
     items = [Value(1.0), Value(2.0), MutatesWhenConverted(0)] + [0.0] * 50
     MutatesWhenConverted.action = lambda self: change(items)
+    first, second = items[:2]
     total = engine.sum(items)
     total.backward()
-    assert total.data == 3.0 and len(total._prev) == 2
+    assert total.data == 3.0 and len(total._prev) == 53      # a leaf for each of 51 numbers
+    assert first.grad == second.grad == 1.0
 
     items = [Value(1.0), MutatesWhenConverted(0), Value(3.0)]
     xs = [Value(2.0)] * 3

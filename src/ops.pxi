@@ -1,0 +1,252 @@
+# The ops, defined once: each op's value, the checks that make it raise where Python's floats
+# raise, and its local derivatives. Every path calls these: the ops that build nodes (Value's
+# methods, dot, sum), backward(), and replay's forward and backward (src/replay.pxi). The one
+# other place an op's derivatives are written is grad(create_graph=True), which builds them from
+# Values (src/grad.pxi), in the same order as op_derivatives here.
+#
+# a and b are the data of a node's first and second child, c is the number kept in the node
+# (node.state), out is the node's own value. The op codes are listed in micrograd_c/engine.pxd.
+
+cdef extern from "math.h":
+    double NAN
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline bint is_binary(unsigned char op) noexcept nogil:
+    return ADD <= op <= POW
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline bint is_unary(unsigned char op) noexcept nogil:
+    return ADD_CONST <= op <= SIGMOID
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline double sigmoid(double x) noexcept nogil:
+    # 1 / (1 + exp(-x)) without overflow for large -x
+    cdef double e
+    if x >= 0.0:
+        return 1.0 / (1.0 + exp(-x))
+    e = exp(x)
+    return e / (1.0 + e)
+
+
+@cython.cdivision(True)
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline double op_value(unsigned char op, double a, double b, double c) noexcept nogil:
+    # The value of a unary or binary op, in IEEE arithmetic (inf and nan, never an error).
+    if op == ADD:                       # a + b
+        return a + b
+    elif op == MUL:                     # a * b
+        return a * b
+    elif op == POW:                     # a ** b
+        return c_pow(a, b)
+    elif op == ADD_CONST:               # a + c
+        return a + c
+    elif op == MUL_CONST:               # a * c
+        return a * c
+    elif op == POW_CONST:               # a ** c
+        return c_pow(a, c)
+    elif op == RPOW_CONST:              # c ** a
+        return c_pow(c, a)
+    elif op == RELU:                    # max(0, a), as upstream: relu(-0.0) is -0.0
+        return 0.0 if a < 0 else a
+    elif op == TANH:
+        return tanh(a)
+    elif op == EXP:
+        return exp(a)
+    elif op == LOG:
+        return log(a)
+    elif op == SIGMOID:
+        return sigmoid(a)
+    return NAN
+
+
+# Where Python's floats and math raise instead of giving inf or nan.
+cdef enum OpError:
+    NO_ERROR
+    ZERO_TO_NEGATIVE_POWER              # ZeroDivisionError
+    NEGATIVE_TO_FRACTIONAL_POWER        # ValueError
+    POW_OVERFLOW                        # OverflowError
+    EXP_OVERFLOW                        # OverflowError
+    LOG_DOMAIN                          # ValueError
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline int pow_error(double a, double b, double out) noexcept nogil:
+    # CPython's float ** float; its nan and inf cases are C99's pow
+    if isfinite(a) and isfinite(b):
+        if a == 0.0 and b < 0.0:
+            return ZERO_TO_NEGATIVE_POWER
+        if a < 0.0 and b != floor(b):
+            return NEGATIVE_TO_FRACTIONAL_POWER
+        if isinf(out):
+            return POW_OVERFLOW
+    return NO_ERROR
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline int op_error(unsigned char op, double a, double b, double c, double out) noexcept nogil:
+    if op == POW:
+        return pow_error(a, b, out)
+    elif op == POW_CONST:
+        return pow_error(a, c, out)
+    elif op == RPOW_CONST:
+        return pow_error(c, a, out)
+    elif op == EXP:
+        return EXP_OVERFLOW if isinf(out) and isfinite(a) else NO_ERROR
+    elif op == LOG:
+        return LOG_DOMAIN if a <= 0.0 else NO_ERROR   # nan passes, as in math.log
+    return NO_ERROR
+
+
+cdef int raise_op_error(int error, str where) except -1:
+    # The exception Python's floats or math raise for `error`; `where` names the op, or is ''.
+    message = {
+        ZERO_TO_NEGATIVE_POWER: "0.0 cannot be raised to a negative power",
+        NEGATIVE_TO_FRACTIONAL_POWER: "negative number cannot be raised to a fractional power",
+        POW_OVERFLOW: "(34, 'Numerical result out of range')",
+        EXP_OVERFLOW: "math range error",
+        LOG_DOMAIN: "math domain error",
+    }[error] + where
+    if error == ZERO_TO_NEGATIVE_POWER:
+        raise ZeroDivisionError(message)
+    if error == POW_OVERFLOW or error == EXP_OVERFLOW:
+        raise OverflowError(message)
+    raise ValueError(message)
+
+
+# Which children op_derivatives gave a derivative for. Where a formula gives 0 * inf at a
+# removable point, the derivative is left out (its limit, 0, as in torch): d/da a**0 and, at
+# a == 0, d/db a**b = a**b * log(a).
+cdef enum:
+    TO_A = 1
+    TO_B = 2
+
+
+@cython.cdivision(True)
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline int op_derivatives(unsigned char op, double a, double b, double c, double out,
+                               double* da, double* db) noexcept nogil:
+    # d(out)/da into da[0] and d(out)/db into db[0] for a unary or binary op; returns which.
+    cdef int which = 0
+    if op == ADD:                       # a + b
+        da[0] = 1.0
+        db[0] = 1.0
+        return TO_A | TO_B
+    elif op == MUL:                     # a * b
+        da[0] = b
+        db[0] = a
+        return TO_A | TO_B
+    elif op == POW:                     # a ** b
+        if b != 0.0:
+            da[0] = b * c_pow(a, b - 1.0)
+            which = TO_A
+        if not (a == 0.0 and b >= 0.0):
+            db[0] = out * log(a)
+            which |= TO_B
+        return which
+    elif op == ADD_CONST:               # a + c
+        da[0] = 1.0
+    elif op == MUL_CONST:               # a * c
+        da[0] = c
+    elif op == POW_CONST:               # a ** c
+        if c == 0.0:
+            return 0
+        da[0] = c * c_pow(a, c - 1.0)
+    elif op == RPOW_CONST:              # c ** a: c**a * log(c), none where c == 0 <= a
+        if c == 0.0 and a >= 0.0:
+            return 0
+        da[0] = out * log(c)
+    elif op == RELU:                    # as upstream: (out > 0), so relu(nan) passes nan on
+        da[0] = out > 0
+    elif op == TANH:
+        da[0] = 1.0 - out * out
+    elif op == EXP:
+        da[0] = out
+    elif op == LOG:                     # 1 / a, as a ** -1 (upstream's reciprocal: a pow node)
+        da[0] = c_pow(a, -1.0)
+    elif op == SIGMOID:
+        da[0] = out * (1.0 - out)
+    else:
+        return 0
+    return TO_A
+
+
+# -- n-ary ops: over a node's children, wherever they are --------------------------------------
+# A Value's children are in its children tuple; on replay's tape they are indices into arrays
+# of values and grads. Each n-ary formula is written once, over either (a fused type).
+
+cdef struct TupleChildren:
+    PyObject** items                    # the children tuple's items (borrowed)
+
+cdef struct TapeChildren:
+    const int* index                    # the children's positions on the tape
+    const double* values
+    double* grads
+
+ctypedef fused Children:
+    TupleChildren
+    TapeChildren
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline double child_data(Children children, Py_ssize_t i) noexcept:
+    if Children is TupleChildren:
+        return (<Value>children.items[i]).data
+    else:
+        return children.values[children.index[i]]
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline void add_to_grad(Children children, Py_ssize_t i, double g) noexcept:
+    if Children is TupleChildren:
+        (<Value>children.items[i]).grad += g
+    else:
+        children.grads[children.index[i]] += g
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
+                              double c) noexcept:
+    # The value of an n-ary op over its n children.
+    cdef Py_ssize_t i, m = n // 2
+    cdef double total
+    if op == DOT:                       # bias + sum(w[i] * x[i]): children w..., x..., bias?
+        total = child_data(children, 2 * m) if n % 2 else c     # c: a number bias, or 0
+        for i in range(m):
+            total += child_data(children, i) * child_data(children, m + i)
+        return total
+    elif op == SUM:                     # sum(v[i])
+        total = 0.0
+        for i in range(n):
+            total += child_data(children, i)
+        return total
+    return NAN
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline void nary_backprop(unsigned char op, Children children, Py_ssize_t n, double c,
+                               double out, double g) noexcept:
+    # Adds g times each local derivative into the children's grads.
+    cdef Py_ssize_t i, m = n // 2
+    if op == DOT:                       # d/dw[i] = x[i], d/dx[i] = w[i], d/dbias = 1
+        for i in range(m):
+            add_to_grad(children, i, child_data(children, m + i) * g)
+            add_to_grad(children, m + i, child_data(children, i) * g)
+        if n % 2:
+            add_to_grad(children, 2 * m, g)
+    elif op == SUM:                     # d/dv[i] = 1
+        for i in range(n):
+            add_to_grad(children, i, g)
