@@ -54,6 +54,8 @@ cdef class Value:
     cdef unsigned char made     # set once the node is made; until then it can't be an operand
     cdef unsigned char ieee     # computed in IEEE arithmetic, never raising (inf, nan): the nodes
                                 # a gradient graph is made of (grad(create_graph=True))
+    cdef unsigned char constant # a leaf that dot() or sum() made from a number: a rebuilt graph
+                                # has a new one, so replay restarts its grad from zero
 
 
 # A growable array of borrowed or owned object pointers (the owner says which).

@@ -14,10 +14,12 @@ sweep are C; see micrograd_c/engine.pxd for the node layout.
 
 cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject, Py_DECREF, Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport exp, floor, isfinite, isinf, log, tanh
+from libc.limits cimport INT_MAX
 from libc.math cimport pow as c_pow
 from libc.stdlib cimport free, realloc
 
@@ -545,6 +547,17 @@ cdef class Value:
         return set()
 
     @property
+    def _children(self):
+        """The child Values in order, as given to Value(data, _children, _op): (a, b) of a + b."""
+        if self.children is not None:
+            return self.children
+        if self.right is not None:
+            return (self.left, self.right)
+        if self.left is not None:
+            return (self.left,)
+        return ()
+
+    @property
     def _op(self):
         """The op that made this node, spelled as upstream does: '+', '*', '**2', 'ReLU', ..."""
         if self.op == POW_CONST:
@@ -637,7 +650,9 @@ cdef inline Value as_value(object x, str what):
     if isinstance(x, Value):
         check_made(<Value>x)
         return <Value>x
-    return leaf(number(x, what))
+    cdef Value constant = leaf(number(x, what))
+    constant.constant = True
+    return constant
 
 
 cdef tuple new_children(Py_ssize_t size):
@@ -839,3 +854,6 @@ cdef int topological_order(PyObject** roots, Py_ssize_t count, PtrStack* order) 
         raise MemoryError("not enough memory to order the graph for backward()")
     release_storage(&todo)
     return 0
+
+
+include "replay.pxi"

@@ -10,6 +10,13 @@ def examples(default):
     return int(os.environ.get("MICROGRAD_C_EXAMPLES", default))
 
 
+def same_float(a, b):
+    """Bit-for-bit equal, but for NaN payloads: same value and the same sign of zero."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
 def close(a, b, rel=1e-9, abs_=1e-9):
     """Equal within tolerance; nan equals nan, and infinities must match exactly."""
     a, b = float(a), float(b)

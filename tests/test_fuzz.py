@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import close, examples
-from micrograd_c import engine
+from helpers import close, examples, same_float
 from micrograd_c.engine import Value
+from programs import BUILTIN, OPS, OURS, UPSTREAM_OPS, Fused, programs, run
 
 UValue = pytest.importorskip("micrograd.engine", reason="upstream micrograd is an oracle").Value
 
@@ -28,100 +28,6 @@ EDGES = [0.0, -0.0, 5e-324, -5e-324, 1e-300, 1e-8, 0.5, 1.0, -1.0, 2.0, -3.0, 1e
          -1e300, 1.7976931348623157e308, math.inf, -math.inf, math.nan]
 extreme = st.one_of(st.sampled_from(EDGES), st.floats(), st.integers(-4, 4))
 moderate = st.floats(0.5, 2.0)
-
-
-# -- the float oracle: Python's float and math semantics, and ValueError where Python's pow
-#    would return a complex number -----------------------------------------------------------
-
-def fpow(a, b):
-    # Python's float ** goes complex for a finite negative base and a finite fractional
-    # exponent (and may overflow doing so); the contract is math.pow's ValueError there.
-    if a < 0 and math.isfinite(a) and math.isfinite(b) and b != math.floor(b):
-        raise ValueError("negative number to a fractional power")
-    return float(a ** b)
-
-
-def fsigmoid(x):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def fsum(items):
-    total = 0.0
-    for item in items:
-        total = total + item
-    return total
-
-
-class Fused:
-    """How each kind of operand spells the fused ops: floats, Values, upstream, torch."""
-
-    def __init__(self, dot, sum):
-        self.dot = dot
-        self.sum = sum
-
-
-FLOAT = Fused(lambda ws, xs, b: fsum([b] + [w * x for w, x in zip(ws, xs)]), fsum)
-OURS = Fused(engine.dot, engine.sum)
-BUILTIN = Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum)
-
-# name: (on Values, on floats). x, y are nodes, c a number. The Value side uses only what
-# micrograd_c, upstream (for UPSTREAM_OPS) and torch tensors all spell the same way.
-OPS = {
-    "add": (lambda x, y, c, f: x + y, lambda x, y, c: x + y),
-    # a - b is a + (-b), as upstream defines it: the same value, but -(int 0) is +0, so the
-    # sign of a zero result follows upstream rather than plain float subtraction
-    "sub": (lambda x, y, c, f: x - y, lambda x, y, c: x + (-y)),
-    "mul": (lambda x, y, c, f: x * y, lambda x, y, c: x * y),
-    "div": (lambda x, y, c, f: x / y, lambda x, y, c: x * fpow(y, -1)),
-    "add_c": (lambda x, y, c, f: x + c, lambda x, y, c: x + c),
-    "sub_c": (lambda x, y, c, f: x - c, lambda x, y, c: x + (-c)),
-    "mul_c": (lambda x, y, c, f: x * c, lambda x, y, c: x * c),
-    "div_c": (lambda x, y, c, f: x / c, lambda x, y, c: x * fpow(c, -1)),
-    "c_add": (lambda x, y, c, f: c + x, lambda x, y, c: c + x),
-    "c_sub": (lambda x, y, c, f: c - x, lambda x, y, c: c + (-x)),
-    "c_mul": (lambda x, y, c, f: c * x, lambda x, y, c: c * x),
-    "c_div": (lambda x, y, c, f: c / x, lambda x, y, c: c * fpow(x, -1)),
-    "neg": (lambda x, y, c, f: -x, lambda x, y, c: -x),
-    "relu": (lambda x, y, c, f: x.relu(), lambda x, y, c: 0.0 if x < 0 else x),
-    "pow_c": (lambda x, y, c, f: x ** c, lambda x, y, c: fpow(x, c)),
-    "sum3": (lambda x, y, c, f: sum([x, y, x]), lambda x, y, c: fsum([x, y, x])),
-}
-UPSTREAM_OPS = set(OPS)
-OPS.update({
-    "tanh": (lambda x, y, c, f: x.tanh(), lambda x, y, c: math.tanh(x)),
-    "exp": (lambda x, y, c, f: x.exp(), lambda x, y, c: math.exp(x)),
-    "log": (lambda x, y, c, f: x.log(), lambda x, y, c: math.log(x)),
-    "sigmoid": (lambda x, y, c, f: x.sigmoid(), lambda x, y, c: fsigmoid(x)),
-    "pow_v": (lambda x, y, c, f: x ** y, lambda x, y, c: fpow(x, y)),
-    "c_pow": (lambda x, y, c, f: c ** x, lambda x, y, c: fpow(c, x)),
-    "dot": (lambda x, y, c, f: f.dot([x, y, x], [y, c, x], c),
-            lambda x, y, c: FLOAT.dot([x, y, x], [y, c, x], c)),
-    "dot_value_bias": (lambda x, y, c, f: f.dot([c, y], [x, y], x),
-                       lambda x, y, c: FLOAT.dot([c, y], [x, y], x)),
-    "fused_sum": (lambda x, y, c, f: f.sum([x, y, c, x]), lambda x, y, c: fsum([x, y, c, x])),
-})
-
-
-@st.composite
-def programs(draw, ops, numbers, max_ops=12):
-    leaves = draw(st.lists(numbers, min_size=1, max_size=4))
-    program = []
-    for k in range(draw(st.integers(1, max_ops))):
-        size = len(leaves) + k
-        program.append((draw(st.sampled_from(sorted(ops))), draw(st.integers(0, size - 1)),
-                        draw(st.integers(0, size - 1)), draw(numbers)))
-    return leaves, program
-
-
-def run(leaves, program, leaf, fused):
-    """Builds the program on Values; returns (nodes, root) or raises what an op raised."""
-    nodes = [leaf(x) for x in leaves]
-    for op, i, j, c in program:
-        nodes.append(OPS[op][0](nodes[i], nodes[j], c, fused))
-    return nodes, sum(nodes[len(leaves):])
 
 
 def run_in_domain(leaves, program):
@@ -167,13 +73,6 @@ def grads_agree(ours, theirs, scale, rel):
     # NaN and infinity come out the same whatever the order of addition, unless finite
     # contributions overflowed on the way, which needs numbers near the edge of the range
     return close(ours, theirs) or scale > 1e100
-
-
-def same_float(a, b):
-    """Bit-for-bit equal, but for NaN payloads: same value and the same sign of zero."""
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,246 @@
+# Replay: a graph built once the usual way, then run forward and backward again in C.
+#
+# compile() records the graph as a tape, in backward()'s topological order: per node its op, its
+# constant and the positions of its children, and two arrays of values and grads. forward()
+# reads every leaf's data, recomputes every other node with the op's own formula (src/ops.pxi)
+# in the same order and writes the values back to the Values; backward() does what backward()
+# does on a freshly built graph, in the same order, so data and grads are the same bits.
+
+# Tape op codes are the node's op, with this bit set for IEEE nodes (they never raise).
+cdef enum:
+    IEEE_NODE = 0x80
+
+
+@cython.final
+cdef class Replay:
+    """A graph recorded by engine.compile(root), run again with forward() and backward().
+
+        step = engine.compile(loss)
+        for k in range(steps):
+            step.forward()          # every node recomputed from the leaves' current data
+            model.zero_grad()
+            step.backward()         # the grads loss.backward() gives on a rebuilt graph
+            optimizer.step()
+
+    forward() returns the root's new value. Leaves (Values without children) are read at each
+    forward(): set their data in place to replay on new inputs. What the graph's structure holds
+    is fixed: numbers folded into ops, and every decision the Python code took while building.
+    """
+    cdef readonly Value root
+    cdef Py_ssize_t size                # nodes, in backward()'s topological order
+    cdef PyObject** nodes               # borrowed: root keeps every node alive, and the
+                                        # children of a node never change
+    cdef unsigned char* ops             # the op, | IEEE_NODE; for nodes without children LEAF
+                                        # (grads accumulate), or CUSTOM for the leaves dot() and
+                                        # sum() made from numbers (grads restart from zero)
+    cdef int* first                     # node i's children: links[first[i]:first[i + 1]]
+    cdef int* links
+    cdef double* constants              # node.state
+    cdef double* values
+    cdef double* grads
+
+    def __cinit__(self):
+        self.root = None
+
+    def __init__(self):
+        raise TypeError("make a Replay with engine.compile(root)")
+
+    def __dealloc__(self):
+        PyMem_Free(self.nodes)
+        PyMem_Free(self.ops)
+        PyMem_Free(self.first)
+        PyMem_Free(self.links)
+        PyMem_Free(self.constants)
+        PyMem_Free(self.values)
+        PyMem_Free(self.grads)
+
+    def __len__(self):
+        return self.size
+
+    @property
+    def nbytes(self):
+        """Bytes of state the replay keeps beyond the Values themselves."""
+        return (self.size * (sizeof(PyObject*) + 1 + 3 * sizeof(double)) +
+                (self.size + 1 + self.first[self.size]) * sizeof(int))
+
+    def __repr__(self):
+        return f"Replay({self.size:,} nodes, {self.first[self.size]:,} links, root={self.root!r})"
+
+    @cython.linetrace(False)
+    def forward(self):
+        """Recompute every node from the leaves' current data; returns the root's data.
+
+        Raises what building the graph would raise (ZeroDivisionError, ValueError, OverflowError)
+        and then leaves every Value and the replay as they were.
+        """
+        cdef Py_ssize_t i, k
+        cdef unsigned char op
+        cdef double out
+        cdef int error = NO_ERROR
+        cdef double* values = self.values
+        cdef const int* links = self.links
+        for i in range(self.size):
+            op = self.ops[i] & ~IEEE_NODE
+            if op == LEAF or op == CUSTOM:
+                values[i] = (<Value>self.nodes[i]).data
+                continue
+            k = self.first[i]
+            if is_binary(op):
+                out = op_value(op, values[links[k]], values[links[k + 1]], 0.0)
+                if not self.ops[i] & IEEE_NODE:
+                    error = op_error(op, values[links[k]], values[links[k + 1]], 0.0, out)
+            elif is_unary(op):
+                out = op_value(op, values[links[k]], 0.0, self.constants[i])
+                if not self.ops[i] & IEEE_NODE:
+                    error = op_error(op, values[links[k]], 0.0, self.constants[i], out)
+            else:
+                out = nary_value(op, TapeChildren(links + k, values, self.grads),
+                                 self.first[i + 1] - k, self.constants[i])
+            if error:
+                self.undo_forward(i)
+                raise_op_error(error, self.where(i))
+            values[i] = out
+        for i in range(self.size):
+            if self.ops[i] != LEAF:
+                (<Value>self.nodes[i]).data = values[i]
+        return values[self.size - 1]
+
+    @cython.linetrace(False)
+    def backward(self):
+        """Set every node's grad as backward() on a freshly built graph would: the root's to 1,
+        interior nodes' from zero, and leaves' accumulated into what they hold (zero them first,
+        as upstream). Uses the values of the last forward() (or of the graph as built)."""
+        cdef Py_ssize_t i, k
+        cdef unsigned char op
+        cdef int which
+        cdef double g, da, db
+        cdef double* values = self.values
+        cdef double* grads = self.grads
+        cdef const int* links = self.links
+        for i in range(self.size):
+            grads[i] = (<Value>self.nodes[i]).grad if self.ops[i] == LEAF else 0.0
+        grads[self.size - 1] = 1.0
+        for i in range(self.size - 1, -1, -1):
+            g = grads[i]
+            (<Value>self.nodes[i]).grad = g             # final: every parent is done
+            op = self.ops[i] & ~IEEE_NODE
+            k = self.first[i]
+            if is_binary(op):
+                which = op_derivatives(op, values[links[k]], values[links[k + 1]], 0.0,
+                                       values[i], &da, &db)
+                if which & TO_A:
+                    grads[links[k]] += da * g
+                if which & TO_B:
+                    grads[links[k + 1]] += db * g
+            elif is_unary(op):
+                if op_derivatives(op, values[links[k]], 0.0, self.constants[i], values[i],
+                                  &da, &db):
+                    grads[links[k]] += da * g
+            elif op != LEAF and op != CUSTOM:
+                nary_backprop(op, TapeChildren(links + k, values, grads), self.first[i + 1] - k,
+                              self.constants[i], values[i], g)
+
+    cdef void undo_forward(self, Py_ssize_t failed) noexcept:
+        # The Values still hold the last good values: take them back.
+        cdef Py_ssize_t i
+        for i in range(failed):
+            self.values[i] = (<Value>self.nodes[i]).data
+
+    cdef str where(self, Py_ssize_t i):
+        return f" (replaying node {i:,} of {self.size:,}, op {(<Value>self.nodes[i])._op!r})"
+
+
+def compile(root):
+    """Record the graph below `root` for replay: returns a Replay, see help(Replay).
+
+    The graph is built once the usual way; the Replay keeps it alive and runs its forward and
+    backward again in C, giving the data and grads that rebuilding it from the leaves' current
+    data would give, bit for bit. What Python decided while building is baked in, as in
+    torch.jit.trace: numbers folded into ops, a branch on `x.data > 0`, a max over data.
+    """
+    if not isinstance(root, Value):
+        raise TypeError(f"compile() needs a Value, not '{type(root).__name__}'")
+    check_made(root)
+    cdef Replay tape = Replay.__new__(Replay)
+    cdef PtrStack order = PtrStack(NULL, 0, 0)
+    cdef PyObject* start = <PyObject*>root
+    cdef Py_ssize_t i, j, k, count, links = 0
+    cdef Value node
+    topological_order(&start, 1, &order)
+    try:
+        for i in range(order.size):
+            links += tape_links(<Value>order.items[i])
+        if order.size >= INT_MAX or links >= INT_MAX:
+            raise OverflowError("the graph is too big to replay (2**31 nodes or links)")
+        tape.nodes = <PyObject**>allocate(order.size * sizeof(PyObject*))
+        tape.ops = <unsigned char*>allocate(order.size)
+        tape.first = <int*>allocate((order.size + 1) * sizeof(int))
+        tape.links = <int*>allocate(links * sizeof(int))
+        tape.constants = <double*>allocate(order.size * sizeof(double))
+        tape.values = <double*>allocate(order.size * sizeof(double))
+        tape.grads = <double*>allocate(order.size * sizeof(double))
+    except BaseException:
+        clear_marks(&order)
+        release_storage(&order)
+        raise
+    # Each child's position is found through the child itself: while the tape is filled (no
+    # Python code runs, nothing can fail), every node's grad holds its position; grads are
+    # saved first and put back after.
+    tape.root = root
+    tape.size = order.size
+    for i in range(order.size):
+        node = <Value>order.items[i]
+        tape.nodes[i] = order.items[i]
+        tape.grads[i] = node.grad
+        node.grad = <double>i
+    k = 0
+    for i in range(order.size):
+        node = <Value>order.items[i]
+        tape.first[i] = k
+        tape.constants[i] = node.state
+        tape.values[i] = node.data
+        count = tape_links(node)
+        if node.op == LEAF or node.op == CUSTOM and not node.children:     # a leaf
+            tape.ops[i] = CUSTOM if node.constant else LEAF
+        else:
+            tape.ops[i] = node.op | (IEEE_NODE * node.ieee)
+        if is_binary(node.op):
+            tape.links[k] = <int>node.left.grad
+            tape.links[k + 1] = <int>node.right.grad
+        elif is_unary(node.op):
+            tape.links[k] = <int>node.left.grad
+        elif count:
+            for j in range(count):
+                tape.links[k + j] = <int>(<Value>PyTuple_GET_ITEM(node.children, j)).grad
+        k += count
+    tape.first[order.size] = k
+    for i in range(order.size):
+        node = <Value>order.items[i]
+        node.grad = tape.grads[i]
+        node.visit = NOT_SEEN
+    release_storage(&order)
+    return tape
+
+
+cdef inline Py_ssize_t tape_links(Value node) noexcept:
+    # How many children a node reads on the tape (a hand-made node reads none).
+    if is_binary(node.op):
+        return 2
+    if is_unary(node.op):
+        return 1
+    if node.op == LEAF or node.op == CUSTOM:
+        return 0
+    return PyTuple_GET_SIZE(node.children)
+
+
+cdef void* allocate(size_t size) except NULL:
+    cdef void* memory = PyMem_Malloc(size if size else 1)
+    if memory == NULL:
+        raise MemoryError("not enough memory to record the graph for replay")
+    return memory
+
+
+cdef void clear_marks(PtrStack* order) noexcept:
+    cdef Py_ssize_t i
+    for i in range(order.size):
+        (<Value>order.items[i]).visit = NOT_SEEN

@@ -1,0 +1,265 @@
+"""engine.compile: a recorded graph replayed from new leaf data. The oracle is the same graph
+rebuilt from that data the usual way: every node's data and grad must be the same bits."""
+import gc
+import math
+import random
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from helpers import examples
+from micrograd_c import engine, moons
+from micrograd_c.engine import Value
+from micrograd_c.nn import MLP
+from programs import OPS, OURS, programs, run
+
+fuzz = settings(max_examples=examples(200), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+BUILD_ERRORS = (ValueError, ZeroDivisionError, OverflowError)
+
+numbers = st.one_of(st.floats(-3, 3), st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.0, 0.5, 1e300,
+                                                       math.inf, math.nan]))
+
+
+def walk(root):
+    """Every node below root, in an order that depends only on the graph's structure."""
+    order, seen, todo = [], set(), [root]
+    while todo:
+        node = todo.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            order.append(node)
+            todo.extend(reversed(node._children))
+    return order
+
+
+def bits(x):
+    """A float's bits, every NaN alike: which NaN an op returns when both operands are NaN
+    depends on the order the compiler put them in, in each path (IEEE leaves it open)."""
+    return b"nan" if math.isnan(x) else struct.pack("<d", x)
+
+
+def state(nodes):
+    return [(bits(n.data), bits(n.grad)) for n in nodes]
+
+
+def replay_matches_rebuilding(root, rebuilt_root):
+    ours, theirs = walk(root), walk(rebuilt_root)
+    assert len(ours) == len(theirs)
+    for k, (a, b) in enumerate(zip(ours, theirs)):
+        assert a._op == b._op, k
+        assert bits(a.data) == bits(b.data), (k, a._op, a.data, b.data)
+        assert bits(a.grad) == bits(b.grad), (k, a._op, a.grad, b.grad)
+
+
+@fuzz
+@given(programs(OPS, numbers), st.lists(numbers, min_size=4, max_size=4))
+def test_replay_gives_the_bits_of_a_rebuilt_graph(case, new_leaves):
+    leaves, program = case
+    try:
+        nodes, root = run(leaves, program, Value, OURS)
+    except BUILD_ERRORS:
+        assume(False)
+    step = engine.compile(root)
+    new_leaves = new_leaves[:len(leaves)]
+    for leaf, x in zip(nodes, new_leaves):
+        leaf.data = x
+    try:
+        _, rebuilt = run(new_leaves, program, Value, OURS)
+    except BUILD_ERRORS:
+        everything = walk(root)
+        before = state(everything)
+        with pytest.raises(BUILD_ERRORS, match="replaying node"):
+            step.forward()
+        assert state(everything) == before              # nothing half-written
+        return
+    for leaf in walk(root):
+        if not leaf._children:
+            leaf.grad = 0.0                             # as zero_grad(): fresh leaves
+    assert bits(step.forward()) == bits(rebuilt.data)
+    step.backward()
+    rebuilt.backward()
+    replay_matches_rebuilding(root, rebuilt)
+
+
+def test_leaves_accumulate_and_interior_nodes_start_from_zero():
+    x, w = Value(2.0), Value(-3.0)
+    y = (x * w).tanh() + x ** 2
+    step = engine.compile(y)
+    step.backward()
+    step.backward()                                     # no zero_grad: leaves accumulate
+    z = (x * w).tanh() + x ** 2                         # the oracle: two backward() calls on
+    gx, gw = x.grad, w.grad                             # two fresh graphs
+    x.grad = w.grad = 0.0
+    z.backward()
+    (x * w).tanh().__add__(x ** 2).backward()
+    assert (gx, gw) == (x.grad, w.grad)
+    assert y.grad == 1.0 and y._children[0].grad == 1.0   # interior: as a fresh graph's
+
+
+def test_every_node_kind_and_shared_nodes():
+    a, b = Value(0.3), Value(-1.2)
+    shared = a * b + 1.0
+    custom = Value(7.0, (a, shared), "custom")           # hand-made: no gradient, as upstream
+    empty = Value(2.0, (), "lonely")                      # hand-made without children: a leaf
+    parts = [shared, shared.relu(), shared.tanh(), shared.exp(), (shared * shared).log(),
+             shared.sigmoid(), 2 ** shared, shared ** 3, a ** b.exp(), -shared, 1 / shared,
+             shared - 4, 4 - shared, engine.dot([a, b, 2.0], [b, 1.5, shared], shared),
+             engine.dot([a], [b], 0.25), engine.sum([a, 3.0, shared, shared]), custom * empty,
+             engine.sum([])]
+    root = engine.sum(parts)
+    step = engine.compile(root)
+
+    def rebuild():
+        s = a * b + 1.0
+        c = Value(custom.data, (a, s), "custom")
+        return engine.sum([s, s.relu(), s.tanh(), s.exp(), (s * s).log(), s.sigmoid(), 2 ** s,
+                           s ** 3, a ** b.exp(), -s, 1 / s, s - 4, 4 - s,
+                           engine.dot([a, b, 2.0], [b, 1.5, s], s), engine.dot([a], [b], 0.25),
+                           engine.sum([a, 3.0, s, s]), c * empty, engine.sum([])])
+
+    for x, y, e in ((0.7, 0.4, 2.0), (0.2, -2.5, -1.0), (1.5, -0.5, 0.5)):
+        a.data, b.data, empty.data = x, y, e
+        a.grad = b.grad = empty.grad = 0.0
+        step.forward()
+        step.backward()
+        leaves = (a.grad, b.grad, empty.grad)
+        a.grad = b.grad = empty.grad = 0.0
+        oracle = rebuild()
+        oracle.backward()
+        assert leaves == (a.grad, b.grad, empty.grad)
+        replay_matches_rebuilding(root, oracle)
+
+
+def test_mini_batch_training_equals_rebuilding_every_step():
+    X, y = moons.make_moons(60, seed=3)
+    labels = (y * 2 - 1).astype(float)
+    batch = 12
+
+    def loss_of(model, xs, ys):
+        scores = [model(x) for x in xs]
+        losses = [(1 + -yi * s).relu() for yi, s in zip(ys, scores)]
+        return engine.sum(losses) * (1.0 / len(losses))
+
+    random.seed(0)
+    rebuilt_model = MLP(2, [8, 8, 1])
+    random.seed(0)
+    model = MLP(2, [8, 8, 1])
+    inputs = [[Value(0.0), Value(0.0)] for _ in range(batch)]
+    targets = [Value(0.0) for _ in range(batch)]
+    loss = loss_of(model, inputs, targets)
+    step = engine.compile(loss)
+    flat_inputs = [v for row in inputs for v in row]
+    for k in range(10):
+        rows = slice(k * batch % 60, k * batch % 60 + batch)
+        engine.copy_from_array(flat_inputs, np.ascontiguousarray(X[rows].ravel()))
+        engine.copy_from_array(targets, np.ascontiguousarray(labels[rows]))
+        replayed = step.forward()
+        model.zero_grad()
+        step.backward()
+        expected = loss_of(rebuilt_model, X[rows].tolist(), labels[rows].tolist())
+        rebuilt_model.zero_grad()
+        expected.backward()
+        assert bits(replayed) == bits(expected.data)
+        for p, q in zip(model.parameters(), rebuilt_model.parameters()):
+            assert bits(p.grad) == bits(q.grad)
+            p.data -= 0.1 * p.grad
+            q.data -= 0.1 * q.grad
+
+
+@pytest.mark.parametrize("build,bad,error", [
+    (lambda x: x.log(), -1.0, ValueError),
+    (lambda x: x.log(), 0.0, ValueError),
+    (lambda x: 1 / x, 0.0, ZeroDivisionError),
+    (lambda x: x ** -2, 0.0, ZeroDivisionError),
+    (lambda x: x ** 0.5, -4.0, ValueError),
+    (lambda x: x ** x, -0.5, ValueError),
+    (lambda x: (-2.0) ** x, 0.5, ValueError),
+    (lambda x: x.exp(), 1000.0, OverflowError),
+    (lambda x: x ** 3, 1e200, OverflowError),
+    (lambda x: 10 ** x, 400.0, OverflowError),
+])
+def test_bad_values_raise_what_building_raises_and_change_nothing(build, bad, error):
+    x = Value(2.0)
+    y = build(x * 1.0) + x
+    with pytest.raises(error) as building:
+        build(Value(bad) * 1.0)
+    step = engine.compile(y)
+    y.backward()
+    everything = walk(y)
+    x.data = bad
+    before = state(everything)
+    with pytest.raises(error) as replaying:
+        step.forward()
+    assert str(building.value) in str(replaying.value)
+    assert "replaying node" in str(replaying.value) and repr(y._children[0]._op) in \
+        str(replaying.value) or "op" in str(replaying.value)
+    assert state(everything) == before
+    x.data = 2.0                                    # and it is still usable
+    assert step.forward() == (build(Value(2.0) * 1.0) + 2.0).data
+    step.backward()
+
+
+def test_dropping_a_replay_returns_every_byte():
+    def work():
+        x = Value(0.5)
+        y = x
+        for _ in range(2000):
+            y = (y * 1.0001).tanh() + x
+        step = engine.compile(engine.sum([y, y * 2]))
+        step.forward()
+        step.backward()
+    gc.collect()
+    tracemalloc.start()
+    work()
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(5):
+        work()
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 16_000, grown
+
+
+def test_a_replay_keeps_its_graph_alive():
+    x = Value(3.0)
+    step = engine.compile((x * x).tanh() * 2)
+    gc.collect()
+    x.data = 0.5
+    assert step.forward() == math.tanh(0.25) * 2
+    assert step.root.data == math.tanh(0.25) * 2
+
+
+def test_state_per_node_is_small():
+    random.seed(0)
+    model = MLP(2, [16, 16, 1])
+    X, y = moons.demo_data()
+    loss, _ = moons.loss(model, X, y, Value, engine.sum)
+    step = engine.compile(loss)
+    links = sum(len(n._children) if n._op not in ("",) else 0 for n in walk(loss))
+    assert step.nbytes <= 40 * len(step) + 4 * links + 64
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    again = engine.compile(loss)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert held <= again.nbytes + 1024
+
+
+def test_a_leaf_root_and_bad_arguments():
+    x = Value(4.0)
+    step = engine.compile(x)
+    assert step.forward() == 4.0 and len(step) == 1
+    step.backward()
+    assert x.grad == 1.0
+    with pytest.raises(TypeError):
+        engine.compile(4.0)
+    with pytest.raises(TypeError):
+        engine.Replay()
+    with pytest.raises(ValueError):
+        engine.compile(Value.__new__(Value))
