@@ -242,6 +242,15 @@ OP_NAMES = {
     LEAF: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*', RPOW_CONST: '**',
     RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', DOT: 'dot', SUM: 'sum',
 }
+# For tests: every op code, and the code of a node, so that a test can check that every op is
+# handled by every path (building, backward, replay, grad).
+_N_OPS = N_OPS
+
+
+def _op_code(Value node):
+    return node.op
+
+
 # Op strings given to Value(..., _op=...); a CUSTOM node stores its string's index as its state,
 # so that a node never holds an arbitrary object. The table keeps each distinct string for the
 # life of the process: there are as many as a program spells, not one per node.
@@ -857,3 +866,4 @@ cdef int topological_order(PyObject** roots, Py_ssize_t count, PtrStack* order) 
 
 
 include "replay.pxi"
+include "grad.pxi"

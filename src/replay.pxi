@@ -110,6 +110,17 @@ cdef class Replay:
         """Set every node's grad as backward() on a freshly built graph would: the root's to 1,
         interior nodes' from zero, and leaves' accumulated into what they hold (zero them first,
         as upstream). Uses the values of the last forward() (or of the graph as built)."""
+        cdef Py_ssize_t i
+        for i in range(self.size):
+            self.grads[i] = (<Value>self.nodes[i]).grad if self.ops[i] == LEAF else 0.0
+        self.grads[self.size - 1] = 1.0
+        self.sweep(True)
+
+    @cython.linetrace(False)
+    @cython.profile(False)
+    cdef void sweep(self, bint write_back) noexcept:
+        # backward()'s sweep over the tape, parents first; each grad is final when its node is
+        # reached, and then written to its Value if write_back.
         cdef Py_ssize_t i, k
         cdef unsigned char op
         cdef int which
@@ -117,12 +128,10 @@ cdef class Replay:
         cdef double* values = self.values
         cdef double* grads = self.grads
         cdef const int* links = self.links
-        for i in range(self.size):
-            grads[i] = (<Value>self.nodes[i]).grad if self.ops[i] == LEAF else 0.0
-        grads[self.size - 1] = 1.0
         for i in range(self.size - 1, -1, -1):
             g = grads[i]
-            (<Value>self.nodes[i]).grad = g             # final: every parent is done
+            if write_back:
+                (<Value>self.nodes[i]).grad = g
             op = self.ops[i] & ~IEEE_NODE
             k = self.first[i]
             if is_binary(op):
@@ -161,17 +170,25 @@ def compile(root):
     if not isinstance(root, Value):
         raise TypeError(f"compile() needs a Value, not '{type(root).__name__}'")
     check_made(root)
+    cdef PyObject* start = <PyObject*>root
+    cdef Replay tape = record(&start, 1, (), NULL)
+    tape.root = root
+    return tape
+
+
+cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positions):
+    # The tape of the graph below the roots (which the caller keeps alive), with the data its
+    # nodes hold now; positions[k] is the tape position of wanted[k], or -1 if not in the graph.
     cdef Replay tape = Replay.__new__(Replay)
     cdef PtrStack order = PtrStack(NULL, 0, 0)
-    cdef PyObject* start = <PyObject*>root
-    cdef Py_ssize_t i, j, k, count, links = 0
+    cdef Py_ssize_t i, j, k, n, links = 0
     cdef Value node
-    topological_order(&start, 1, &order)
+    topological_order(roots, count, &order)
     try:
         for i in range(order.size):
             links += tape_links(<Value>order.items[i])
         if order.size >= INT_MAX or links >= INT_MAX:
-            raise OverflowError("the graph is too big to replay (2**31 nodes or links)")
+            raise OverflowError("the graph is too big to record (2**31 nodes or links)")
         tape.nodes = <PyObject**>allocate(order.size * sizeof(PyObject*))
         tape.ops = <unsigned char*>allocate(order.size)
         tape.first = <int*>allocate((order.size + 1) * sizeof(int))
@@ -186,20 +203,22 @@ def compile(root):
     # Each child's position is found through the child itself: while the tape is filled (no
     # Python code runs, nothing can fail), every node's grad holds its position; grads are
     # saved first and put back after.
-    tape.root = root
     tape.size = order.size
     for i in range(order.size):
         node = <Value>order.items[i]
         tape.nodes[i] = order.items[i]
         tape.grads[i] = node.grad
         node.grad = <double>i
+    for j in range(len(wanted)):
+        node = <Value>wanted[j]
+        positions[j] = <int>node.grad if node.visit == SEEN else -1
     k = 0
     for i in range(order.size):
         node = <Value>order.items[i]
         tape.first[i] = k
         tape.constants[i] = node.state
         tape.values[i] = node.data
-        count = tape_links(node)
+        n = tape_links(node)
         if node.op == LEAF or node.op == CUSTOM and not node.children:     # a leaf
             tape.ops[i] = CUSTOM if node.constant else LEAF
         else:
@@ -209,10 +228,10 @@ def compile(root):
             tape.links[k + 1] = <int>node.right.grad
         elif is_unary(node.op):
             tape.links[k] = <int>node.left.grad
-        elif count:
-            for j in range(count):
+        else:
+            for j in range(n):
                 tape.links[k + j] = <int>(<Value>PyTuple_GET_ITEM(node.children, j)).grad
-        k += count
+        k += n
     tape.first[order.size] = k
     for i in range(order.size):
         node = <Value>order.items[i]

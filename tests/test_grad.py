@@ -1,0 +1,295 @@
+"""engine.grad and micrograd_c.functional: gradients as Values, differentiated again. Oracles:
+torch.autograd.grad(create_graph=True) on the same random graphs (when installed),
+hand-derived derivatives, finite differences of the first derivative, backward()."""
+import gc
+import importlib.util
+import math
+import tracemalloc
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from helpers import examples
+from micrograd_c import engine
+from micrograd_c.engine import Value
+from micrograd_c.functional import hessian, hvp
+from programs import OPS, OURS, Fused, programs, run
+
+fuzz = settings(max_examples=examples(100), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+has_torch = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not has_torch, reason="torch is not installed")
+moderate = st.floats(0.5, 2.0)
+
+
+def derivatives(f, xs, order):
+    """All partial derivatives of f up to `order`, as {(i, j, ...): Value or tensor}, taken with
+    grad (ours) or torch.autograd.grad, both with create_graph=True."""
+    out, layer = {}, {(): f}
+    for _ in range(order):
+        following = {}
+        for index, g in layer.items():
+            for i, d in enumerate(differentiate(g, xs)):
+                following[index + (i,)] = d
+        out.update(following)
+        layer = following
+    return out
+
+
+def differentiate(g, xs):
+    if isinstance(g, Value):
+        return engine.grad(g, xs, create_graph=True)
+    import torch
+    if not g.requires_grad:
+        return [torch.zeros((), dtype=torch.float64) for _ in xs]
+    return [torch.zeros((), dtype=torch.float64) if d is None else d
+            for d in torch.autograd.grad(g, xs, create_graph=True, allow_unused=True)]
+
+
+@needs_torch
+@fuzz
+@given(programs(OPS.keys() - {"relu"}, moderate, max_ops=6))
+def test_first_second_and_third_derivatives_follow_torch(case):
+    import torch
+    leaves, program = case
+    try:
+        nodes, f = run(leaves, program, Value, OURS)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        assume(False)
+    assume(math.isfinite(f.data) and abs(f.data) < 1e8)
+    xs = nodes[:len(leaves)]
+    ts = [torch.tensor(float(x), dtype=torch.float64, requires_grad=True) for x in leaves]
+    tvalues = list(ts)
+    for op, i, j, c in program:
+        tvalues.append(OPS[op][0](tvalues[i], tvalues[j], c, TORCH))
+    tf = sum(tvalues[len(leaves):])
+    ours, theirs = derivatives(f, xs, 3), derivatives(tf, ts, 3)
+    scale = max([1.0] + [abs(t.item()) for t in theirs.values() if math.isfinite(t.item())])
+    for index, d in ours.items():
+        t = theirs[index].item()
+        assume(math.isfinite(t))
+        assert abs(d.data - t) <= 1e-10 * max(abs(t), scale), (index, d.data, t)
+
+
+TORCH = Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum)
+
+
+# -- hand-derived ------------------------------------------------------------------------------
+
+def second(f, x):
+    d, = engine.grad(f(x), [x], create_graph=True)
+    return engine.grad(d, [x])[0].data
+
+
+@pytest.mark.parametrize("x", [-1.3, 0.2, 0.9])
+def test_second_derivatives_by_hand(x):
+    t = math.tanh(x)
+    s = 1 / (1 + math.exp(-x))
+    assert second(lambda v: v.tanh(), Value(x)) == pytest.approx(-2 * t * (1 - t * t), rel=1e-13)
+    assert second(lambda v: v.sigmoid(), Value(x)) == pytest.approx(s * (1 - s) * (1 - 2 * s),
+                                                                     rel=1e-12)
+    assert second(lambda v: v.exp(), Value(x)) == pytest.approx(math.exp(x), rel=1e-15)
+    assert second(lambda v: (v * v).log(), Value(x)) == pytest.approx(-2 / x ** 2, rel=1e-13)
+    assert second(lambda v: v ** 3, Value(x)) == pytest.approx(6 * x, rel=1e-14)
+    assert second(lambda v: 2.5 ** v, Value(x)) == pytest.approx(2.5 ** x * math.log(2.5) ** 2,
+                                                                  rel=1e-13)
+    assert second(lambda v: v.relu() * v, Value(x)) == (2.0 if x > 0 else 0.0)
+    assert second(lambda v: 1 / v, Value(x)) == pytest.approx(2 / x ** 3, rel=1e-13)
+    # third: tanh''' = -2 (1 - t^2)(1 - 3 t^2)
+    v = Value(x)
+    d1, = engine.grad(v.tanh(), [v], create_graph=True)
+    d2, = engine.grad(d1, [v], create_graph=True)
+    assert engine.grad(d2, [v])[0].data == pytest.approx(-2 * (1 - t * t) * (1 - 3 * t * t),
+                                                         rel=1e-12)
+
+
+def test_mixed_partials_by_hand():
+    x, y = Value(1.7), Value(0.6)
+    f = x ** y + x * y + engine.dot([x, y], [y, y])
+    (h_xx, h_xy), (h_yx, h_yy) = hessian(f, [x, y])
+    assert h_xy == h_yx or h_xy == pytest.approx(h_yx, rel=1e-15)
+    assert h_xy == pytest.approx(1.7 ** (0.6 - 1) * (1 + 0.6 * math.log(1.7)) + 1 + 1, rel=1e-13)
+    assert h_xx == pytest.approx(0.6 * (0.6 - 1) * 1.7 ** (0.6 - 2), rel=1e-13)
+    assert h_yy == pytest.approx(1.7 ** 0.6 * math.log(1.7) ** 2 + 2, rel=1e-13)
+
+
+def test_non_smooth_points_follow_torch():
+    # relu'' is 0 everywhere (at 0 too); x**c at 0 is infinite where torch says so
+    x = Value(0.0)
+    d, = engine.grad(x.relu(), [x], create_graph=True)
+    assert d.data == 0.0 and engine.grad(d, [x])[0].data == 0.0
+    d, = engine.grad(x ** 0.5, [x], create_graph=True)     # building x ** -0.5 would raise
+    assert d.data == math.inf and engine.grad(d, [x])[0].data == -math.inf
+    d, = engine.grad(x ** 2, [x], create_graph=True)
+    assert (d.data, engine.grad(d, [x])[0].data) == (0.0, 2.0)
+    d, = engine.grad(x ** 0, [x], create_graph=True)
+    assert (d.data, engine.grad(d, [x])[0].data) == (0.0, 0.0)
+
+
+# -- semantics ---------------------------------------------------------------------------------
+
+def test_grad_matches_backward_and_touches_no_grad():
+    x, y = Value(1.5), Value(-0.5)
+    x.grad, y.grad = 10.0, 20.0
+    f = (x * y).tanh() + x ** 3
+    inner = f._children[0]
+    floats = engine.grad(f, [x, y])
+    graph = engine.grad(f, [x, y], create_graph=True)
+    assert (x.grad, y.grad, f.grad, inner.grad) == (10.0, 20.0, 0.0, 0.0)
+    x.grad = y.grad = 0.0
+    f.backward()
+    assert [g.data for g in floats] == [g.data for g in graph] == [x.grad, y.grad]
+    assert all(not g._children for g in floats)               # create_graph=False: leaves
+    assert all(g._children for g in graph)
+
+
+def test_an_input_the_output_does_not_depend_on_gets_zero():
+    x, y, z = Value(1.0), Value(2.0), Value(3.0)
+    for create_graph in (False, True):
+        dx, dz = engine.grad(x * y, [x, z], create_graph=create_graph)
+        assert (dx.data, dz.data) == (2.0, 0.0) and type(dz) is Value
+        assert engine.grad(dz, [x])[0].data == 0.0
+
+
+def test_several_outputs_with_weights():
+    x, y = Value(0.3), Value(-1.1)
+    f, g = (x * y).exp(), x.tanh() * y
+    df = engine.grad(f, [x, y])
+    dg = engine.grad(g, [x, y])
+    both = engine.grad([f, g], [x, y], grad_outputs=[2.0, -3.0])
+    assert [b.data for b in both] == pytest.approx([2 * a - 3 * c for a, c in
+                                                    zip([d.data for d in df], [d.data for d in dg])])
+    w = Value(2.0)
+    weighted, = engine.grad(f, [x], grad_outputs=[w], create_graph=True)
+    assert engine.grad(weighted, [w])[0].data == pytest.approx(df[0].data, rel=1e-15)
+
+
+def test_backward_through_a_gradient():
+    x, y = Value(1.5), Value(-0.5)
+    f = (x * y).tanh() + x ** 3
+    dfdx, _ = engine.grad(f, [x, y], create_graph=True)
+    dfdx.backward()
+    (h_xx, h_xy), _ = hessian(f, [x, y])
+    assert (x.grad, y.grad) == (pytest.approx(h_xx, rel=1e-15), pytest.approx(h_xy, rel=1e-15))
+
+
+def test_a_million_deep_chain():
+    n, w0 = 1_000_000, 1 - 1e-7
+    x, w = Value(0.5), Value(w0)
+    y = x
+    for _ in range(n):
+        y = y * w                                  # y = x w^n
+    d, = engine.grad(y, [w], create_graph=True)
+    d2, = engine.grad(d, [w])
+    assert d.data == pytest.approx(n * w0 ** (n - 1) * 0.5, rel=1e-9)
+    assert d2.data == pytest.approx(n * (n - 1) * w0 ** (n - 2) * 0.5, rel=1e-9)
+    del y, d, d2
+
+
+def test_bad_arguments():
+    x = Value(1.0)
+    with pytest.raises(TypeError, match="inputs"):
+        engine.grad(x * 2, [x, 3.0])
+    with pytest.raises(TypeError, match="outputs"):
+        engine.grad(2.0, [x])
+    with pytest.raises(TypeError, match="outputs"):
+        engine.grad([x * 2, "y"], [x])
+    with pytest.raises(ValueError, match="grad_outputs"):
+        engine.grad([x * 2, x * 3], [x], grad_outputs=[1.0])
+    with pytest.raises(TypeError):
+        engine.grad(x * 2, [x], grad_outputs=["a"])
+    with pytest.raises(ValueError):
+        engine.grad([], [x])
+    with pytest.raises(ValueError):
+        hvp(x * x, [x], [1.0, 2.0])
+
+
+def test_second_order_graphs_are_freed():
+    def work():
+        x, y = Value(0.4), Value(1.2)
+        f = (x * y).tanh() * engine.dot([x, y], [y, x]) + (x ** y).log()
+        for _ in range(50):
+            gx, gy = engine.grad(f, [x, y], create_graph=True)
+            engine.grad([gx, gy], [x, y], create_graph=True)
+            hessian(f, [x, y])
+    gc.collect()
+    tracemalloc.start()
+    work()
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(3):
+        work()
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 8_000, grown
+
+
+# -- hessian, hvp, Newton's method -----------------------------------------------------------
+
+FUNCTIONS = [
+    lambda v: (v[0] * v[1]).tanh() + v[0] ** 3,
+    lambda v: (v[0] - 1) ** 2 + 10 * (v[1] - v[0] ** 2) ** 2,               # Rosenbrock
+    lambda v: (v[0] * v[1] * v[2]).exp() + (v[0] + v[2]).sigmoid() * v[1],
+    lambda v: sum(((v[i] - v[i + 1]) ** 2 for i in range(3)), v[3] ** 4),
+    lambda v: (v[0] ** 2 + v[1] ** 2 + 1).log() * v[2] + v[3] * v[4] / (1 + v[0] ** 2),
+]
+POINTS = [[0.3, -0.7], [1.2, 0.8], [0.1, 0.5, -0.3], [0.4, -0.2, 0.9, 1.1],
+          [0.5, 1.5, -0.5, 0.25, 2.0]]
+
+
+@needs_torch
+@pytest.mark.parametrize("k", range(len(FUNCTIONS)))
+def test_hessian_equals_torch(k):
+    import torch
+    f, point = FUNCTIONS[k], POINTS[k]
+    xs = [Value(p) for p in point]
+    ours = hessian(f(xs), xs)
+    theirs = torch.autograd.functional.hessian(lambda t: f(list(t)),
+                                               torch.tensor(point, dtype=torch.float64))
+    for row, expected in zip(ours, theirs.tolist()):
+        assert row == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("k", range(len(FUNCTIONS)))
+def test_hvp_is_the_hessian_times_the_vector(k):
+    f, point = FUNCTIONS[k], POINTS[k]
+    xs = [Value(p) for p in point]
+    vector = [0.5 - i for i in range(len(point))]
+    H = hessian(f(xs), xs)
+    assert hvp(f(xs), xs, vector) == pytest.approx(
+        [sum(h * v for h, v in zip(row, vector)) for row in H], rel=1e-12, abs=1e-12)
+    # and the hessian against finite differences of the gradient
+    h = 1e-6
+    for j in range(len(point)):
+        up, down = list(point), list(point)
+        up[j] += h
+        down[j] -= h
+        vs_up, vs_down = [Value(p) for p in up], [Value(p) for p in down]
+        g_up = [g.data for g in engine.grad(f(vs_up), vs_up)]
+        g_down = [g.data for g in engine.grad(f(vs_down), vs_down)]
+        column = [(a - b) / (2 * h) for a, b in zip(g_up, g_down)]
+        assert [row[j] for row in H] == pytest.approx(column, rel=1e-5, abs=1e-6)
+
+
+def test_newtons_method_converges_quadratically():
+    # f(x, y) = exp(x + y) + x^2 + 2 y^2 - x y: smooth, strictly convex
+    import numpy as np
+
+    def f(v):
+        return (v[0] + v[1]).exp() + v[0] ** 2 + 2 * v[1] ** 2 - v[0] * v[1]
+    point = np.array([2.0, -1.5])
+    norms = []
+    for _ in range(8):
+        xs = [Value(p) for p in point]
+        out = f(xs)
+        g = np.array([d.data for d in engine.grad(out, xs)])
+        norms.append(np.linalg.norm(g))
+        if norms[-1] < 1e-14:
+            break
+        point = point - np.linalg.solve(np.array(hessian(out, xs)), g)
+    assert norms[-1] < 1e-12 and len(norms) <= 7
+    # quadratic convergence: once close, each step squares the error (up to a constant)
+    close = [n for n in norms if 1e-10 < n < 1e-2]
+    assert all(b <= 10 * a * a for a, b in zip(close, close[1:]))

@@ -1,0 +1,87 @@
+"""Every op code is handled by every path: building (Value's ops, dot, sum), backward(), replay,
+and grad() with and without create_graph. Oracles: math for values, central finite differences
+of the float formulas for first derivatives, and of the first derivative for second ones."""
+import math
+
+import pytest
+
+from micrograd_c import engine
+from micrograd_c.engine import Value
+
+# name: (how a node of the op is built from Values a and b, the same on floats)
+OPS = {
+    "LEAF": (lambda a, b: a, lambda a, b: a),
+    "CUSTOM": (lambda a, b: Value(a.data * b.data, (a, b), "hand-made"), None),
+    "ADD": (lambda a, b: a + b, lambda a, b: a + b),
+    "MUL": (lambda a, b: a * b, lambda a, b: a * b),
+    "POW": (lambda a, b: a ** b, lambda a, b: a ** b),
+    "ADD_CONST": (lambda a, b: a + 2.5, lambda a, b: a + 2.5),
+    "MUL_CONST": (lambda a, b: a * -1.5, lambda a, b: a * -1.5),
+    "POW_CONST": (lambda a, b: a ** 2.5, lambda a, b: a ** 2.5),
+    "RPOW_CONST": (lambda a, b: 2.5 ** a, lambda a, b: 2.5 ** a),
+    "RELU": (lambda a, b: a.relu(), lambda a, b: max(0.0, a)),
+    "TANH": (lambda a, b: a.tanh(), lambda a, b: math.tanh(a)),
+    "EXP": (lambda a, b: a.exp(), lambda a, b: math.exp(a)),
+    "LOG": (lambda a, b: a.log(), lambda a, b: math.log(a)),
+    "SIGMOID": (lambda a, b: a.sigmoid(), lambda a, b: 1 / (1 + math.exp(-a))),
+    "DOT": (lambda a, b: engine.dot([a, b, 2.0], [b, a, a], a),
+            lambda a, b: a + a * b + b * a + 2.0 * a),
+    "SUM": (lambda a, b: engine.sum([a, b, 1.5, a]), lambda a, b: a + b + 1.5 + a),
+}
+POINTS = [(0.7, 1.3), (1.9, -0.6), (0.4, 2.0)]
+
+
+def test_every_op_code_is_listed_here():
+    codes = {engine._op_code(build(Value(0.5), Value(0.5))) for build, _ in OPS.values()}
+    assert codes == set(range(engine._N_OPS))
+
+
+def first_derivatives(f, a, b, h=1e-6):
+    return ((f(a + h, b) - f(a - h, b)) / (2 * h), (f(a, b + h) - f(a, b - h)) / (2 * h))
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("point", POINTS)
+def test_every_path_handles_the_op(name, point):
+    build, on_floats = OPS[name]
+    a, b = Value(point[0]), Value(point[1])
+    out = build(a, b)
+    # building: the op's value
+    expected = out.data if on_floats is None else on_floats(*point)
+    assert out.data == pytest.approx(expected, rel=1e-14)
+    # backward()
+    (out * 1.0).backward()
+    grads = (a.grad, b.grad)
+    if on_floats is None:
+        assert grads == (0.0, 0.0)                  # hand-made: no gradient, as upstream
+    elif name != "LEAF":
+        assert grads == pytest.approx(first_derivatives(on_floats, *point), rel=1e-6, abs=1e-8)
+    # grad(), as floats and as a graph: backward()'s numbers
+    floats = engine.grad(out * 1.0, [a, b])
+    graph = engine.grad(out * 1.0, [a, b], create_graph=True)
+    assert [g.data for g in floats] == list(grads) == [g.data for g in graph]
+    # second derivatives: grad() of the gradient graph against finite differences of the first
+    if on_floats is not None:
+        def first(x, y):
+            xa, yb = Value(x), Value(y)
+            return engine.grad(build(xa, yb) * 1.0, [xa, yb])
+        for k in range(2):
+            second = [g.data for g in engine.grad(graph[k], [a, b])]
+            numeric = first_derivatives(lambda x, y: first(x, y)[k].data, *point, h=1e-5)
+            assert second == pytest.approx(numeric, rel=1e-5, abs=1e-6), (k, second, numeric)
+    # replay: new leaf data gives a rebuilt graph's data and grads
+    step = engine.compile(out * 1.0)
+    new = (point[0] * 1.1, point[1] * 0.9)
+    a.data, b.data = new
+    a.grad = b.grad = 0.0
+    step.forward()
+    step.backward()
+    fresh_a, fresh_b = Value(new[0]), Value(new[1])
+    rebuilt = build(fresh_a, fresh_b) * 1.0
+    rebuilt.backward()
+    if on_floats is None:                           # hand-made: no formula, its data is kept
+        assert step.root.data == out.data
+    else:
+        assert step.root.data == rebuilt.data
+    if name != "LEAF":                              # a LEAF's "node" is a itself
+        assert (a.grad, b.grad) == (fresh_a.grad, fresh_b.grad)
