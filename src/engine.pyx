@@ -14,7 +14,7 @@ sweep are C; see micrograd_c/engine.pxd for the node layout.
 
 cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject, Py_DECREF, Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM

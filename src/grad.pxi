@@ -22,7 +22,8 @@ def grad(outputs, inputs, grad_outputs=None, bint create_graph=False):
 
     With create_graph=False the gradients are new leaves. With create_graph=True they are built
     from Values, part of a graph over the inputs: differentiate them again with grad(), or call
-    backward() through them. Either way they equal what backward() gives, bit for bit, and like
+    backward() through them. Either way they equal what backward() gives, bit for bit (but for
+    the sign of a zero), and like
     backward() they never raise: where a derivative is infinite (d/dx sqrt(x) at 0) they are inf.
     """
     cdef tuple outs = values_of(outputs, "outputs")
@@ -90,48 +91,167 @@ cdef tuple gradient_floats(Replay tape, tuple weights, int* outputs, int* inputs
 
 cdef tuple gradient_graph(Replay tape, tuple weights, int* outputs, int* inputs,
                           Py_ssize_t count):
-    # slots[i]: the gradient of node i so far, a Value or a float (a constant), or None.
-    cdef list slots = [None] * tape.size
+    # backward()'s sweep with Values: each node's gradient is made from what its parents
+    # contributed when the sweep reaches it (then every parent is done), and then contributes to
+    # its children in turn.
+    cdef Contributions pending = Contributions(tape.size)
+    cdef list results = [None] * tape.size      # gradients of the wanted nodes only
+    cdef bytearray wanted = bytearray(tape.size)
     cdef Py_ssize_t i
+    for i in range(count):
+        if inputs[i] >= 0:
+            wanted[inputs[i]] = 1
     for i in range(len(weights)):
-        slots[outputs[i]] = grad_add(slots[outputs[i]], weights[i])
+        pending.add(outputs[i], 1.0, weights[i])
     for i in range(tape.size - 1, -1, -1):
-        if slots[i] is not None:
-            value_backprop(tape, i, slots)
-    # Each result is a new node (x * 1.0 is x to the bit): the slot may hold a node of the graph.
-    return tuple(leaf(0.0) if inputs[i] < 0 or slots[inputs[i]] is None
-                 else leaf(slots[inputs[i]]) if type(slots[inputs[i]]) is float
-                 else unary_op(MUL_CONST, slots[inputs[i]], 1.0, False) for i in range(count))
+        g = pending.total(i)
+        if g is not None:
+            if wanted[i]:
+                results[i] = g
+            value_backprop(tape, i, g, pending)
+    # Each result is a new node (x * 1.0 is x to the bit): a gradient may be a node of the graph.
+    return tuple(leaf(0.0) if inputs[i] < 0 or results[inputs[i]] is None
+                 else leaf(results[inputs[i]]) if type(results[inputs[i]]) is float
+                 else ieee_unary(MUL_CONST, results[inputs[i]], 1.0) for i in range(count))
 
 
-cdef int value_backprop(Replay tape, Py_ssize_t i, list slots) except -1:
-    # backprop_node with Values: adds the gradient of node i, times each local derivative, into
-    # its children's slots.
+cdef int value_backprop(Replay tape, Py_ssize_t i, object g, Contributions pending) except -1:
+    # backprop_node with Values: node i's gradient g times each local derivative goes to its
+    # children, in backprop_node's order.
     cdef Value node = <Value>tape.nodes[i]
     cdef unsigned char op = node.op
     cdef const int* links = tape.links + tape.first[i]
     cdef Py_ssize_t j, m, n
-    cdef object g = slots[i]
     if is_binary(op) or is_unary(op):
         da, db = value_derivatives(node)
         if da is not None:
-            slots[links[0]] = grad_add(slots[links[0]], grad_mul(da, g))
+            pending.add(links[0], da, g)
         if db is not None:
-            slots[links[1]] = grad_add(slots[links[1]], grad_mul(db, g))
+            pending.add(links[1], db, g)
     elif op == DOT:                     # d/dw[j] = x[j], d/dx[j] = w[j], d/dbias = 1
         n = tape.first[i + 1] - tape.first[i]
         m = n // 2
         for j in range(m):
-            slots[links[j]] = grad_add(slots[links[j]], grad_mul(node.children[m + j], g))
-            slots[links[m + j]] = grad_add(slots[links[m + j]], grad_mul(node.children[j], g))
+            pending.add(links[j], node.children[m + j], g)
+            pending.add(links[m + j], node.children[j], g)
         if n % 2:
-            slots[links[2 * m]] = grad_add(slots[links[2 * m]], g)
+            pending.add(links[2 * m], 1.0, g)
     elif op == SUM:                     # d/dv[j] = 1
         for j in range(tape.first[i + 1] - tape.first[i]):
-            slots[links[j]] = grad_add(slots[links[j]], g)
+            pending.add(links[j], 1.0, g)
     elif op != LEAF and op != CUSTOM:   # they pass nothing on, as in backward()
         raise SystemError(f"grad() does not know op {op}")
     return 0
+
+
+cdef struct Contribution:
+    PyObject* local                     # owned: a local derivative, a Value or a float
+    PyObject* grad                      # owned: the parent's gradient, a Value or a float
+    Py_ssize_t next                     # the next contribution to the same node, or -1
+
+
+@cython.final
+cdef class Contributions:
+    """What each node's parents contributed to its gradient (local derivative times their
+    gradient), in backward()'s order, until the node's gradient is made from them."""
+    cdef Contribution* items
+    cdef Py_ssize_t size, capacity
+    cdef Py_ssize_t* first              # per tape node: its first contribution, or -1
+    cdef Py_ssize_t* last
+
+    def __cinit__(self, Py_ssize_t nodes):
+        cdef Py_ssize_t i
+        self.first = <Py_ssize_t*>allocate(nodes * sizeof(Py_ssize_t))
+        self.last = <Py_ssize_t*>allocate(nodes * sizeof(Py_ssize_t))
+        for i in range(nodes):
+            self.first[i] = -1
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.size):
+            Py_XDECREF(self.items[i].local)
+            Py_XDECREF(self.items[i].grad)
+        PyMem_Free(self.items)
+        PyMem_Free(self.first)
+        PyMem_Free(self.last)
+
+    cdef int add(self, Py_ssize_t node, object local, object grad) except -1:
+        cdef Contribution* grown
+        if self.size == self.capacity:
+            self.capacity = self.capacity * 2 if self.capacity else 1024
+            grown = <Contribution*>PyMem_Realloc(self.items, self.capacity * sizeof(Contribution))
+            if grown == NULL:
+                raise MemoryError("not enough memory for a gradient graph")
+            self.items = grown
+        Py_XINCREF(<PyObject*>local)
+        Py_XINCREF(<PyObject*>grad)
+        self.items[self.size] = Contribution(<PyObject*>local, <PyObject*>grad, -1)
+        if self.first[node] < 0:
+            self.first[node] = self.size
+        else:
+            self.items[self.last[node]].next = self.size
+        self.last[node] = self.size
+        self.size += 1
+        return 0
+
+    cdef object total(self, Py_ssize_t node):
+        # The node's gradient, sum(local * grad) over its contributions, as the float sweep adds
+        # them up: a float if all are floats, else one node (a dot of the locals and the grads);
+        # None if nothing reached the node.
+        cdef Py_ssize_t k, count = 0
+        cdef bint floats = True
+        cdef double total = 0.0
+        cdef Contribution* c
+        k = self.first[node]
+        while k >= 0:
+            c = &self.items[k]
+            floats &= type(<object>c.local) is float and type(<object>c.grad) is float
+            count += 1
+            k = c.next
+        if count == 0:
+            return None
+        c = &self.items[self.first[node]]
+        if floats:
+            k = self.first[node]
+            while k >= 0:
+                total += <double><object>self.items[k].local * <double><object>self.items[k].grad
+                k = self.items[k].next
+            return total
+        if count == 1:                  # one product, not a dot of one (x * 1.0 is x)
+            return product(<object>c.local, <object>c.grad)
+        cdef tuple children = new_children(2 * count)
+        k = self.first[node]
+        count = 0
+        while k >= 0:
+            set_child(children, count, gradient_value(<object>self.items[k].local))
+            count += 1
+            k = self.items[k].next
+        k = self.first[node]
+        while k >= 0:
+            set_child(children, count, gradient_value(<object>self.items[k].grad))
+            count += 1
+            k = self.items[k].next
+        cdef Value dot_node = nary_op(DOT, children, 0.0)
+        dot_node.ieee = True
+        return dot_node
+
+
+cdef object product(object x, object y):
+    # x * y for gradients, a Value or a float each (not both floats); x * 1.0 is x itself.
+    if type(x) is float:
+        x, y = y, x
+    if type(y) is float:
+        return x if <double>y == 1.0 else ieee_unary(MUL_CONST, x, y)
+    return ieee_binary(MUL, x, y)
+
+
+cdef Value gradient_value(object x):
+    cdef Value constant
+    if type(x) is float:
+        constant = leaf(x)
+        constant.constant = True
+        return constant
+    return <Value>x
 
 
 cdef tuple value_derivatives(Value node):
@@ -182,27 +302,3 @@ cdef inline Value ieee_unary(unsigned char op, Value a, double c):
 
 cdef inline Value ieee_binary(unsigned char op, Value a, Value b):
     return binary_op(op, a, b, False)
-
-
-cdef object grad_mul(object x, object y):
-    # x * y for gradients, each a Value or a float; x * 1.0 is x itself (to the bit).
-    if type(x) is float and type(y) is float:
-        return <double>x * <double>y
-    if type(x) is float:
-        x, y = y, x
-    if type(y) is float:
-        return x if <double>y == 1.0 else ieee_unary(MUL_CONST, x, y)
-    return ieee_binary(MUL, x, y)
-
-
-cdef object grad_add(object total, object x):
-    # total + x for gradients (None: nothing yet), each a Value or a float.
-    if total is None:
-        return x
-    if type(total) is float and type(x) is float:
-        return <double>total + <double>x
-    if type(total) is float:
-        return ieee_unary(ADD_CONST, x, total)
-    if type(x) is float:
-        return ieee_unary(ADD_CONST, total, x)
-    return ieee_binary(ADD, total, x)
