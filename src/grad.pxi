@@ -23,8 +23,8 @@ def grad(outputs, inputs, grad_outputs=None, bint create_graph=False):
     With create_graph=False the gradients are new leaves. With create_graph=True they are built
     from Values, part of a graph over the inputs: differentiate them again with grad(), or call
     backward() through them. Either way they equal what backward() gives, bit for bit (but for
-    the sign of a zero), and like
-    backward() they never raise: where a derivative is infinite (d/dx sqrt(x) at 0) they are inf.
+    the sign of a zero), and like backward() they never raise: where a derivative is infinite
+    (d/dx sqrt(x) at 0) they are inf.
     """
     cdef tuple outs = values_of(outputs, "outputs")
     cdef tuple ins = values_of(inputs, "inputs")
