@@ -31,6 +31,9 @@ cdef enum Op:
     # n-ary: a tuple of children
     DOT           # c + sum(w[i] * x[i]) (+ a bias Value), one node for a whole neuron
     SUM           # sum(v[i])
+    LOGSUMEXP     # log(sum(exp(z[i]))), the max subtracted inside
+    CROSS_ENTROPY # -log(softmax(z)[c]) for a class index c >= 0; for c < 0, children z..., t...
+                  # and sum(t[i] * -log(softmax(z)[i])) for targets t (one-hot or soft)
     N_OPS
 
 

@@ -1,4 +1,5 @@
-"""micrograd's neural-net library on the compiled engine: Module, Neuron, Layer, MLP.
+"""micrograd's neural-net library on the compiled engine: Module, Neuron, Layer, MLP, and the
+classification loss: softmax cross-entropy.
 
 Same signatures, weight init, reprs and return conventions as upstream's micrograd/nn.py, so a
 seeded model equals upstream's. Each neuron is one fused `dot` node instead of 2n nodes.
@@ -112,3 +113,36 @@ class MLP(Module):
 
     def __repr__(self):
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
+
+
+# -- classification: softmax and cross-entropy, computed without overflow ----------------------
+
+def log_softmax(logits):
+    """[z - logsumexp(logits) for z in logits]: log-probabilities, without overflow."""
+    logits = list(logits)
+    lse = engine.logsumexp(logits)
+    return [z - lse for z in logits]
+
+
+def softmax(logits):
+    """Probabilities, exp(log_softmax(logits))."""
+    return [p.exp() for p in log_softmax(logits)]
+
+
+def cross_entropy(logits, target):
+    """Softmax cross-entropy, as torch.nn.functional.cross_entropy: each example's loss is one
+    node (engine.cross_entropy), with the exact gradient softmax - target.
+
+    One example: `logits` a list of Values, `target` a class index or one Value per class (a
+    one-hot vector: the form to replay, whose labels can be set in place). A batch: `logits` a
+    list of such lists and `target` a list of targets; the result is the mean loss.
+    """
+    logits = list(logits)
+    if logits and hasattr(logits[0], "__len__"):             # a batch: a list per example
+        target = list(target)
+        if len(target) != len(logits):
+            raise ValueError(f"cross_entropy() got {len(logits)} examples but {len(target)} "
+                             "targets")
+        losses = [engine.cross_entropy(z, t) for z, t in zip(logits, target)]
+        return engine.sum(losses) * (1.0 / len(losses))
+    return engine.cross_entropy(logits, target)

@@ -241,6 +241,7 @@ cdef Value nary(unsigned char op, double data, tuple children, double state):
 OP_NAMES = {
     LEAF: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*', RPOW_CONST: '**',
     RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', DOT: 'dot', SUM: 'sum',
+    LOGSUMEXP: 'logsumexp', CROSS_ENTROPY: 'cross_entropy',
 }
 # For tests: every op code, and the code of a node, so that a test can check that every op is
 # handled by every path (building, backward, replay, grad).
@@ -731,6 +732,53 @@ def sum(values):
     for i in range(len(items)):
         set_child(children, i, as_value(items[i], "sum() item"))
     return nary_op(SUM, children, 0.0)
+
+
+def logsumexp(values):
+    """log(sum(exp(v) for v in values)), as one node, computed without overflow.
+
+    The largest value is subtracted inside the exps, so logits of 1e3 are fine. Its gradient is
+    the softmax of the values. Numbers become leaves, as in dot().
+    """
+    cdef tuple items = tuple(values)
+    cdef tuple children = new_children(len(items))
+    cdef Py_ssize_t i
+    for i in range(len(items)):
+        set_child(children, i, as_value(items[i], "logsumexp() item"))
+    return nary_op(LOGSUMEXP, children, 0.0)
+
+
+def cross_entropy(logits, target):
+    """-log(softmax(logits)[target]), the classification loss, as one node.
+
+    `target` is a class index (an int), or one Value or number per logit: a one-hot vector (the
+    form to replay, whose labels can be set in place) or soft targets, for which the loss is
+    sum(t * -log(softmax(logits))). Computed without overflow (logsumexp, the largest logit
+    subtracted inside); the gradient is softmax(logits) - target, as torch's cross_entropy.
+    """
+    cdef tuple z = tuple(logits)
+    cdef Py_ssize_t n = len(z), i, k
+    if n == 0:
+        raise ValueError("cross_entropy() needs at least one logit")
+    if isinstance(target, (bool, Value)) or not hasattr(target, "__index__"):
+        if isinstance(target, (bool, Value, str)) or not hasattr(target, "__len__"):
+            raise TypeError("cross_entropy() target must be a class index (int) or one Value "
+                            f"or number per logit, not '{type(target).__name__}'")
+        t = tuple(target)
+        if len(t) != n:
+            raise ValueError(f"cross_entropy() got {n} logits but {len(t)} targets")
+        children = new_children(2 * n)
+        for i in range(n):
+            set_child(children, i, as_value(z[i], "cross_entropy() logit"))
+            set_child(children, n + i, as_value(t[i], "cross_entropy() target"))
+        return nary_op(CROSS_ENTROPY, children, -1.0)
+    k = target.__index__()
+    if not 0 <= k < n:
+        raise IndexError(f"cross_entropy() target {k} is out of range for {n} logits")
+    children = new_children(n)
+    for i in range(n):
+        set_child(children, i, as_value(z[i], "cross_entropy() logit"))
+    return nary_op(CROSS_ENTROPY, children, <double>k)
 
 
 # ---------------------------------------------------------------------------------------------

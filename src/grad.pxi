@@ -139,9 +139,54 @@ cdef int value_backprop(Replay tape, Py_ssize_t i, object g, Contributions pendi
     elif op == SUM:                     # d/dv[j] = 1
         for j in range(tape.first[i + 1] - tape.first[i]):
             pending.add(links[j], 1.0, g)
+    elif op == LOGSUMEXP:               # d/dz[j] = exp(z[j] - out)
+        for j in range(tape.first[i + 1] - tape.first[i]):
+            pending.add(links[j], softmax_of(node.children[j], node), g)
+    elif op == CROSS_ENTROPY:
+        cross_entropy_backprop(node, links, g, pending)
     elif op != LEAF and op != CUSTOM:   # they pass nothing on, as in backward()
         raise SystemError(f"grad() does not know op {op}")
     return 0
+
+
+cdef int cross_entropy_backprop(Value node, const int* links, object g,
+                                Contributions pending) except -1:
+    # nary_backprop's CROSS_ENTROPY case with Values; lse is a logsumexp node of the logits.
+    cdef Py_ssize_t j, n = PyTuple_GET_SIZE(node.children), m = n // 2
+    cdef Py_ssize_t target = <Py_ssize_t>node.state
+    cdef Value lse, targets
+    if node.state >= 0:                 # d/dz[j] = softmax(z)[j] - (j == target)
+        lse = ieee_nary(LOGSUMEXP, node.children)
+        for j in range(n):
+            softmax = softmax_of(node.children[j], lse)
+            pending.add(links[j], ieee_unary(ADD_CONST, softmax, -1.0) if j == target
+                        else softmax, g)
+        return 0
+    lse = ieee_nary(LOGSUMEXP, node.children[:m])
+    targets = ieee_nary(SUM, node.children[m:])
+    for j in range(m):                  # d/dz[j] = sum(t) * softmax(z)[j] - t[j]
+        pending.add(links[j], ieee_binary(ADD, ieee_binary(MUL, targets,
+                                                           softmax_of(node.children[j], lse)),
+                                          ieee_unary(MUL_CONST, node.children[m + j], -1.0)), g)
+    for j in range(m):                  # d/dt[j] = lse - z[j]
+        pending.add(links[m + j], ieee_binary(ADD, lse, ieee_unary(MUL_CONST, node.children[j],
+                                                                   -1.0)), g)
+    return 0
+
+
+cdef Value softmax_of(Value z, Value lse):
+    # exp(z - lse), as the float formulas compute it (z + -lse is z - lse to the bit)
+    return ieee_unary(EXP, ieee_binary(ADD, z, ieee_unary(MUL_CONST, lse, -1.0)), 0.0)
+
+
+cdef Value ieee_nary(unsigned char op, tuple items):
+    cdef tuple children = new_children(len(items))
+    cdef Py_ssize_t i
+    for i in range(len(items)):
+        set_child(children, i, <Value>items[i])
+    cdef Value node = nary_op(op, children, 0.0)
+    node.ieee = True
+    return node
 
 
 cdef struct Contribution:

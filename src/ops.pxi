@@ -9,6 +9,7 @@
 
 cdef extern from "math.h":
     double NAN
+    double INFINITY
 
 
 @cython.linetrace(False)
@@ -217,11 +218,28 @@ cdef inline void add_to_grad(Children children, Py_ssize_t i, double g) noexcept
 
 @cython.linetrace(False)
 @cython.profile(False)
+cdef inline double logsumexp_of(Children children, Py_ssize_t n) noexcept:
+    # log(sum(exp(z[i]))) over the first n children, with the largest subtracted inside the
+    # exps, so that logits of 1e3 don't overflow; -inf for none, inf if one is inf.
+    cdef Py_ssize_t i
+    cdef double largest = -INFINITY, total = 0.0
+    for i in range(n):
+        if child_data(children, i) > largest:
+            largest = child_data(children, i)
+    if isinf(largest):
+        return largest
+    for i in range(n):
+        total += exp(child_data(children, i) - largest)
+    return largest + log(total)
+
+
+@cython.linetrace(False)
+@cython.profile(False)
 cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
                               double c) noexcept:
     # The value of an n-ary op over its n children.
     cdef Py_ssize_t i, m = n // 2
-    cdef double total
+    cdef double total, lse
     if op == DOT:                       # bias + sum(w[i] * x[i]): children w..., x..., bias?
         total = child_data(children, 2 * m) if n % 2 else c     # c: a number bias, or 0
         for i in range(m):
@@ -232,6 +250,16 @@ cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
         for i in range(n):
             total += child_data(children, i)
         return total
+    elif op == LOGSUMEXP:
+        return logsumexp_of(children, n)
+    elif op == CROSS_ENTROPY:
+        if c >= 0:                      # lse - z[c]
+            return logsumexp_of(children, n) - child_data(children, <Py_ssize_t>c)
+        lse = logsumexp_of(children, m)    # sum(t[i] * (lse - z[i])): children z[0..m), t[0..m)
+        total = 0.0
+        for i in range(m):
+            total += child_data(children, m + i) * (lse - child_data(children, i))
+        return total
     return NAN
 
 
@@ -241,6 +269,7 @@ cdef inline void nary_backprop(unsigned char op, Children children, Py_ssize_t n
                                double out, double g) noexcept:
     # Adds g times each local derivative into the children's grads.
     cdef Py_ssize_t i, m = n // 2
+    cdef double lse, targets, softmax
     if op == DOT:                       # d/dw[i] = x[i], d/dx[i] = w[i], d/dbias = 1
         for i in range(m):
             add_to_grad(children, i, child_data(children, m + i) * g)
@@ -250,3 +279,22 @@ cdef inline void nary_backprop(unsigned char op, Children children, Py_ssize_t n
     elif op == SUM:                     # d/dv[i] = 1
         for i in range(n):
             add_to_grad(children, i, g)
+    elif op == LOGSUMEXP:               # d/dz[i] = softmax(z)[i] = exp(z[i] - out)
+        for i in range(n):
+            add_to_grad(children, i, exp(child_data(children, i) - out) * g)
+    elif op == CROSS_ENTROPY:
+        if c >= 0:                      # d/dz[i] = softmax(z)[i] - (i == c)
+            lse = logsumexp_of(children, n)
+            for i in range(n):
+                softmax = exp(child_data(children, i) - lse)
+                add_to_grad(children, i, (softmax - 1.0 if i == <Py_ssize_t>c else softmax) * g)
+        else:                           # d/dz[i] = sum(t) * softmax(z)[i] - t[i]
+            lse = logsumexp_of(children, m)    # d/dt[i] = lse - z[i]
+            targets = 0.0
+            for i in range(m):
+                targets += child_data(children, m + i)
+            for i in range(m):
+                softmax = exp(child_data(children, i) - lse)
+                add_to_grad(children, i, (targets * softmax - child_data(children, m + i)) * g)
+            for i in range(m):
+                add_to_grad(children, m + i, (lse - child_data(children, i)) * g)

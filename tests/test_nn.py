@@ -1,5 +1,7 @@
 """micrograd_c.nn against upstream's micrograd.nn on the same seed, and against hand-built
 upstream graphs for what upstream lacks (tanh networks)."""
+import importlib.util
+import math
 import pickle
 import random
 import subprocess
@@ -11,7 +13,7 @@ import pytest
 from helpers import close
 from micrograd_c import engine, moons
 from micrograd_c.engine import Value
-from micrograd_c.nn import MLP, Layer, Module, Neuron
+from micrograd_c.nn import MLP, Layer, Module, Neuron, cross_entropy, log_softmax, softmax
 
 unn = pytest.importorskip("micrograd.nn", reason="upstream micrograd is the oracle")
 UValue = pytest.importorskip("micrograd.engine").Value
@@ -146,3 +148,115 @@ def test_importing_nn_does_not_import_numpy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+# -- softmax cross-entropy -----------------------------------------------------------------------
+
+
+LOGITS = [
+    [0.3, -1.2, 2.0, 0.0],
+    [1e3, -1e3, 0.0],                       # far beyond exp's range
+    [-1e3, -1e3, -1e3],                     # all equal, hugely negative
+    [5.0, 5.0, 5.0, 5.0],                   # all equal
+    [700.0, 1.0, -2.0],                     # one huge
+    [2.5],                                  # one class
+]
+TARGETS = [2, 0, 1, 3, 1, 0]
+
+
+def unfused_cross_entropy(z, k):
+    """The same loss from exp, log, sum, shifted by the max by hand (the oracle)."""
+    m = max(v.data for v in z)
+    shifted = [v - m for v in z]
+    return (sum(s.exp() for s in shifted)).log() + m - z[k]
+
+
+@pytest.mark.parametrize("row", range(len(LOGITS)))
+def test_cross_entropy_equals_the_unfused_composition(row):
+    z = [Value(x) for x in LOGITS[row]]
+    loss = cross_entropy(z, TARGETS[row])
+    loss.backward()
+    fused_grads = [v.grad for v in z]
+    for v in z:
+        v.grad = 0.0
+    oracle = unfused_cross_entropy(z, TARGETS[row])
+    oracle.backward()
+    assert loss.data == pytest.approx(oracle.data, rel=1e-14, abs=1e-14)
+    assert fused_grads == pytest.approx([v.grad for v in z], rel=1e-12, abs=1e-15)
+    assert all(math.isfinite(g) for g in fused_grads) and math.isfinite(loss.data)
+    assert sum(fused_grads) == pytest.approx(0.0, abs=1e-12)       # softmax - onehot
+
+
+def test_cross_entropy_one_hot_and_soft_targets():
+    z = [Value(x) for x in LOGITS[0]]
+    onehot = [Value(1.0 if i == 2 else 0.0) for i in range(4)]
+    by_index = cross_entropy(z, 2).data
+    assert cross_entropy(z, onehot).data == pytest.approx(by_index, rel=1e-15)
+    soft = [0.1, 0.2, 0.3, 0.4]
+    loss = cross_entropy(z, soft)
+    expected = -sum(t * p.data for t, p in zip(soft, log_softmax(z)))
+    assert loss.data == pytest.approx(expected, rel=1e-14)
+    # finite differences, logits and targets
+    t = [Value(x) for x in soft]
+    loss = cross_entropy(z, t)
+    loss.backward()
+    h = 1e-6
+    for group in (z, t):
+        for v in group:
+            v.data += h
+            up = cross_entropy([w.data for w in z], [w.data for w in t]).data
+            v.data -= 2 * h
+            down = cross_entropy([w.data for w in z], [w.data for w in t]).data
+            v.data += h
+            assert v.grad == pytest.approx((up - down) / (2 * h), rel=1e-6, abs=1e-8)
+
+
+def test_softmax_and_log_softmax():
+    z = [Value(x) for x in LOGITS[1]]
+    p = softmax(z)
+    assert [v.data for v in p] == pytest.approx([1.0, 0.0, 0.0], abs=1e-300)
+    assert [v.data for v in log_softmax(z)] == pytest.approx([0.0, -2e3, -1e3])
+    assert sum(v.data for v in softmax([Value(x) for x in LOGITS[0]])) == pytest.approx(1.0)
+
+
+def test_a_batch_gives_the_mean_loss():
+    rows = [[Value(x) for x in r] for r in LOGITS[:3]]
+    mean = cross_entropy(rows, TARGETS[:3])
+    assert mean.data == pytest.approx(sum(cross_entropy(r, k).data
+                                          for r, k in zip(rows, TARGETS[:3])) / 3, rel=1e-15)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@pytest.mark.parametrize("row", range(len(LOGITS)))
+def test_cross_entropy_and_log_softmax_equal_torch(row):
+    import torch
+    import torch.nn.functional as F
+    z = [Value(x) for x in LOGITS[row]]
+    t = torch.tensor([LOGITS[row]], dtype=torch.float64, requires_grad=True)
+    loss = cross_entropy(z, TARGETS[row])
+    loss.backward()
+    expected = F.cross_entropy(t, torch.tensor([TARGETS[row]]))
+    expected.backward()
+    assert loss.data == pytest.approx(expected.item(), rel=1e-12, abs=1e-12)
+    assert [v.grad for v in z] == pytest.approx(t.grad[0].tolist(), rel=1e-12, abs=1e-12)
+    assert [v.data for v in log_softmax(z)] == pytest.approx(
+        F.log_softmax(t, dim=1)[0].tolist(), rel=1e-12, abs=1e-12)
+    soft = torch.softmax(torch.arange(len(LOGITS[row]), dtype=torch.float64), 0)
+    ours = cross_entropy([Value(x) for x in LOGITS[row]], soft.tolist()).data
+    assert ours == pytest.approx(F.cross_entropy(t.detach(), soft[None]).item(), rel=1e-12,
+                                 abs=1e-12)
+
+
+@pytest.mark.parametrize("target,error,message", [
+    (4, IndexError, "out of range"), (-1, IndexError, "out of range"),
+    ([1.0, 0.0], ValueError, "4 logits but 2 targets"), (1.5, TypeError, "class index"),
+    (True, TypeError, "class index"), ("a", TypeError, "class index"),
+])
+def test_bad_targets_are_refused_clearly(target, error, message):
+    z = [Value(x) for x in LOGITS[0]]
+    with pytest.raises(error, match=message):
+        cross_entropy(z, target)
+    with pytest.raises(ValueError, match="at least one logit"):
+        engine.cross_entropy([], 0)
+    with pytest.raises(ValueError, match="2 examples but 1 targets"):
+        cross_entropy([z, z], [1])

@@ -27,6 +27,15 @@ OPS = {
     "DOT": (lambda a, b: engine.dot([a, b, 2.0], [b, a, a], a),
             lambda a, b: a + a * b + b * a + 2.0 * a),
     "SUM": (lambda a, b: engine.sum([a, b, 1.5, a]), lambda a, b: a + b + 1.5 + a),
+    "LOGSUMEXP": (lambda a, b: engine.logsumexp([a, b, 0.5, a * b]),
+                  lambda a, b: math.log(math.exp(a) + math.exp(b) + math.exp(0.5)
+                                        + math.exp(a * b))),
+    "CROSS_ENTROPY": (lambda a, b: engine.cross_entropy([a, b, a * b], 1),
+                      lambda a, b: math.log(math.exp(a) + math.exp(b) + math.exp(a * b)) - b),
+    "CROSS_ENTROPY one-hot": (
+        lambda a, b: engine.cross_entropy([a, b, 0.3], [b, 1.0, a]),
+        lambda a, b: sum(t * (math.log(math.exp(a) + math.exp(b) + math.exp(0.3)) - z)
+                         for z, t in zip([a, b, 0.3], [b, 1.0, a]))),
 }
 POINTS = [(0.7, 1.3), (1.9, -0.6), (0.4, 2.0)]
 
