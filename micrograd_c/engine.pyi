@@ -78,3 +78,23 @@ class Replay:
 def compile(root: Value) -> Replay:
     """Record the graph below root for replay."""
     ...
+
+def grad(
+    outputs: Union[Value, Iterable[Value]],
+    inputs: Union[Value, Iterable[Value]],
+    grad_outputs: Union[Value, Number, Iterable[Union[Value, Number]], None] = None,
+    create_graph: bool = False,
+) -> tuple[Value, ...]:
+    """d(outputs)/d(input) for each input, as Values; no node's grad changes."""
+    ...
+
+def logsumexp(values: Iterable[Union[Value, Number]]) -> Value:
+    """log(sum(exp(v))), as one node, computed without overflow."""
+    ...
+
+def cross_entropy(
+    logits: Iterable[Union[Value, Number]],
+    target: Union[int, Iterable[Union[Value, Number]]],
+) -> Value:
+    """-log(softmax(logits)[target]) as one node; target a class index or one per logit."""
+    ...
