@@ -31,8 +31,7 @@ class Optimizer:
         self.lr = lr
 
     def zero_grad(self):
-        for p in self.params:
-            p.grad = 0
+        engine.copy_from_array(self.params, np.zeros(len(self.params)), grads=True)
 
     def step(self):
         data = self._array()
