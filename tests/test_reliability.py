@@ -133,7 +133,12 @@ def test_ten_million_deep_chain():
         y = y + x                                  # one node per op
     y.backward()
     assert y.data == 10_000_001.0 and x.grad == 10_000_001.0
-    del y                                          # freed without recursion
+    step = engine.compile(y)                       # replayed, too
+    x.data, x.grad = 2.0, 0.0
+    assert step.forward() == 20_000_002.0
+    step.backward()
+    assert x.grad == 10_000_001.0
+    del y, step                                    # freed without recursion
 
 
 def test_a_node_with_a_million_children():
