@@ -252,6 +252,10 @@ def _op_code(Value node):
     return node.op
 
 
+def _power(double a, double b):
+    return power(a, b)
+
+
 # Op strings given to Value(..., _op=...); a CUSTOM node stores its string's index as its state,
 # so that a node never holds an arbitrary object. The table keeps each distinct string for the
 # life of the process: there are as many as a program spells, not one per node.

@@ -73,37 +73,44 @@ cdef class Replay:
         Raises what building the graph would raise (ZeroDivisionError, ValueError, OverflowError)
         and then leaves every Value and the replay as they were.
         """
+        # The new values go into the grads array (backward() fills it afresh anyway) and to the
+        # Values as they are made; the old ones stay in `values` until the pass is through, to
+        # put back if a node raises. Then the two arrays swap.
         cdef Py_ssize_t i, k
         cdef unsigned char op
         cdef double out
         cdef int error = NO_ERROR
-        cdef double* values = self.values
+        cdef double* new = self.grads
         cdef const int* links = self.links
+        cdef const int* first = self.first
+        cdef const unsigned char* ops = self.ops
+        cdef const double* constants = self.constants
+        cdef PyObject** nodes = self.nodes
         for i in range(self.size):
-            op = self.ops[i] & ~IEEE_NODE
+            op = ops[i] & ~IEEE_NODE
             if op == LEAF or op == CUSTOM:
-                values[i] = (<Value>self.nodes[i]).data
+                new[i] = (<Value>nodes[i]).data
                 continue
-            k = self.first[i]
+            k = first[i]
             if is_binary(op):
-                out = op_value(op, values[links[k]], values[links[k + 1]], 0.0)
-                if not self.ops[i] & IEEE_NODE:
-                    error = op_error(op, values[links[k]], values[links[k + 1]], 0.0, out)
+                out = op_value(op, new[links[k]], new[links[k + 1]], 0.0)
+                if not ops[i] & IEEE_NODE:
+                    error = op_error(op, new[links[k]], new[links[k + 1]], 0.0, out)
             elif is_unary(op):
-                out = op_value(op, values[links[k]], 0.0, self.constants[i])
-                if not self.ops[i] & IEEE_NODE:
-                    error = op_error(op, values[links[k]], 0.0, self.constants[i], out)
+                out = op_value(op, new[links[k]], 0.0, constants[i])
+                if not ops[i] & IEEE_NODE:
+                    error = op_error(op, new[links[k]], 0.0, constants[i], out)
             else:
-                out = nary_value(op, TapeChildren(links + k, values, self.grads),
-                                 self.first[i + 1] - k, self.constants[i])
+                out = nary_value(op, TapeChildren(links + k, new, NULL), first[i + 1] - k,
+                                 constants[i])
             if error:
                 self.undo_forward(i)
                 raise_op_error(error, self.where(i))
-            values[i] = out
-        for i in range(self.size):
-            if self.ops[i] != LEAF:
-                (<Value>self.nodes[i]).data = values[i]
-        return values[self.size - 1]
+            new[i] = out
+            (<Value>nodes[i]).data = out
+        self.grads = self.values
+        self.values = new
+        return new[self.size - 1]
 
     @cython.linetrace(False)
     def backward(self):
@@ -111,9 +118,12 @@ cdef class Replay:
         interior nodes' from zero, and leaves' accumulated into what they hold (zero them first,
         as upstream). Uses the values of the last forward() (or of the graph as built)."""
         cdef Py_ssize_t i
+        cdef double* grads = self.grads
+        cdef const unsigned char* ops = self.ops
+        cdef PyObject** nodes = self.nodes
         for i in range(self.size):
-            self.grads[i] = (<Value>self.nodes[i]).grad if self.ops[i] == LEAF else 0.0
-        self.grads[self.size - 1] = 1.0
+            grads[i] = (<Value>nodes[i]).grad if ops[i] == LEAF else 0.0
+        grads[self.size - 1] = 1.0
         self.sweep(True)
 
     @cython.linetrace(False)
@@ -128,12 +138,16 @@ cdef class Replay:
         cdef double* values = self.values
         cdef double* grads = self.grads
         cdef const int* links = self.links
+        cdef const int* first = self.first
+        cdef const unsigned char* ops = self.ops
+        cdef const double* constants = self.constants
+        cdef PyObject** nodes = self.nodes
         for i in range(self.size - 1, -1, -1):
             g = grads[i]
             if write_back:
-                (<Value>self.nodes[i]).grad = g
-            op = self.ops[i] & ~IEEE_NODE
-            k = self.first[i]
+                (<Value>nodes[i]).grad = g
+            op = ops[i] & ~IEEE_NODE
+            k = first[i]
             if is_binary(op):
                 which = op_derivatives(op, values[links[k]], values[links[k + 1]], 0.0,
                                        values[i], &da, &db)
@@ -142,18 +156,20 @@ cdef class Replay:
                 if which & TO_B:
                     grads[links[k + 1]] += db * g
             elif is_unary(op):
-                if op_derivatives(op, values[links[k]], 0.0, self.constants[i], values[i],
-                                  &da, &db):
+                if op_derivatives(op, values[links[k]], 0.0, constants[i], values[i], &da, &db):
                     grads[links[k]] += da * g
             elif op != LEAF and op != CUSTOM:
-                nary_backprop(op, TapeChildren(links + k, values, grads), self.first[i + 1] - k,
-                              self.constants[i], values[i], g)
+                nary_backprop(op, TapeChildren(links + k, values, grads), first[i + 1] - k,
+                              constants[i], values[i], g)
 
     cdef void undo_forward(self, Py_ssize_t failed) noexcept:
-        # The Values still hold the last good values: take them back.
+        # The nodes before `failed` got new data: give them back the last good values.
         cdef Py_ssize_t i
+        cdef unsigned char op
         for i in range(failed):
-            self.values[i] = (<Value>self.nodes[i]).data
+            op = self.ops[i] & ~IEEE_NODE
+            if op != LEAF and op != CUSTOM:
+                (<Value>self.nodes[i]).data = self.values[i]
 
     cdef str where(self, Py_ssize_t i):
         return f" (replaying node {i:,} of {self.size:,}, op {(<Value>self.nodes[i])._op!r})"

@@ -94,3 +94,23 @@ def test_every_path_handles_the_op(name, point):
         assert step.root.data == rebuilt.data
     if name != "LEAF":                              # a LEAF's "node" is a itself
         assert (a.grad, b.grad) == (fresh_a.grad, fresh_b.grad)
+
+
+def test_the_pow_shortcuts_give_pows_own_bits():
+    # a ** -1 and a ** -2 take a shortcut (src/ops.pxi, power) that must be libm's pow to the
+    # bit, as Python's float ** and math.pow are; random doubles of every size, and near 1
+    import random
+    import struct
+    rng = random.Random(7)
+    xs = [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(200_000)]
+    xs += [rng.uniform(-4, 4) for _ in range(200_000)] + [rng.uniform(0.999, 1.001)
+                                                           for _ in range(50_000)]
+    for x in xs:
+        if not math.isfinite(x) or x == 0:
+            continue
+        for b in (-1.0, -2.0):
+            try:
+                expected = math.pow(x, b)
+            except OverflowError:
+                continue
+            assert struct.pack("<d", engine._power(x, b)) == struct.pack("<d", expected), (x, b)
