@@ -1,9 +1,12 @@
-"""The two-moons problem of micrograd's demo notebook: the data, the loss and one SGD step.
+"""The two-moons problem of micrograd's demo notebook: the data, the loss and one SGD step,
+rebuilt at every step (sgd_step) or, on micrograd_c, compiled once and replayed.
 
 Written once and used by the demo, the benchmark and the tests, for any engine with micrograd's
 API (pass its Value class), so that every engine runs exactly the same computation.
 """
 import numpy as np
+
+from micrograd_c import engine
 
 
 def make_moons(n_samples=100, noise=0.1, seed=0):
@@ -33,7 +36,14 @@ def demo_data(n_samples=100, noise=0.1, seed=0):
 
 
 def loss(model, X, y, Value, sum_values=sum, l2_by_neuron=False):
-    """micrograd demo's loss: SVM max-margin loss plus 1e-4 L2; returns (loss, accuracy).
+    """micrograd demo's loss: SVM max-margin loss plus 1e-4 L2; returns (loss, accuracy)."""
+    total_loss, scores = loss_and_scores(model, X, y, Value, sum_values, l2_by_neuron)
+    return total_loss, accuracy(scores, y)
+
+
+def loss_and_scores(model, X, y, Value, sum_values=sum, l2_by_neuron=False):
+    """The loss of loss(), and the model's score node for each point (a replayed graph updates
+    their data: accuracy() of them is the accuracy of the replayed step).
 
     `sum_values` sums a list of Values: the builtin, as upstream, or an engine's fused sum.
     `l2_by_neuron` sums the L2 term neuron by neuron: the same value, but a shallow graph. Summed
@@ -51,16 +61,47 @@ def loss(model, X, y, Value, sum_values=sum, l2_by_neuron=False):
         squares = [p * p for p in model.parameters()]
     reg_loss = alpha * sum_values(squares)
     total_loss = data_loss + reg_loss
-    accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
-    return total_loss, sum(accuracy) / len(accuracy)
+    return total_loss, scores
+
+
+def accuracy(scores, y):
+    """The fraction of points whose score has the sign of their label."""
+    correct = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
+    return sum(correct) / len(correct)
+
+
+def sgd_update(parameters, k, steps=100):
+    """The demo's SGD update at step k (counting from 0), with its decaying learning rate."""
+    learning_rate = 1.0 - 0.9 * k / steps
+    for p in parameters:
+        p.data -= learning_rate * p.grad
 
 
 def sgd_step(model, X, y, Value, k, steps=100, sum_values=sum, l2_by_neuron=False):
     """One step of the demo's training loop (k counts from 0); returns (loss, accuracy)."""
-    total_loss, accuracy = loss(model, X, y, Value, sum_values, l2_by_neuron)
+    total_loss, scores = loss_and_scores(model, X, y, Value, sum_values, l2_by_neuron)
     model.zero_grad()
     total_loss.backward()
-    learning_rate = 1.0 - 0.9 * k / steps
-    for p in model.parameters():
-        p.data -= learning_rate * p.grad
-    return total_loss.data, accuracy
+    sgd_update(model.parameters(), k, steps)
+    return total_loss.data, accuracy(scores, y)
+
+
+def replayed_sgd_step(model, X, y, l2_by_neuron=False):
+    """sgd_step for a micrograd_c model, with the graph built once and replayed at every step.
+
+    Returns step(k, steps=100) -> (loss, accuracy), the same numbers as sgd_step's, bit for bit.
+    Every step uses every point, so the graph's structure never changes: engine.compile records
+    it once, and each step recomputes it from the parameters' current data.
+    """
+    total_loss, scores = loss_and_scores(model, X, y, engine.Value, engine.sum, l2_by_neuron)
+    replay = engine.compile(total_loss)
+    parameters = model.parameters()
+
+    def step(k, steps=100):
+        loss = replay.forward()
+        model.zero_grad()
+        replay.backward()
+        sgd_update(parameters, k, steps)
+        return loss, accuracy(scores, y)
+
+    return step
