@@ -10,13 +10,16 @@ Workloads
   memory       bytes per graph node, from a chain of 1e6 nodes (1e5 with --quick)
 
 Engines: micrograd_c (micrograd_c.nn, fused neurons), micrograd_c-unfused (upstream's nn.py on
-micrograd_c's Value), micrograd (upstream), micrograd-nogc (upstream with the cyclic GC off),
-torch (0-d tensors on upstream's nn.py: the same scalar graph), and any module with micrograd's
-API given by --engine. Engines that are not installed are listed as skipped.
+micrograd_c's Value), micrograd_c-replay (micrograd_c with the graph built and compiled once by
+engine.compile; a run replays it: on train_step and wide_mlp), micrograd (upstream),
+micrograd-nogc (upstream with the cyclic GC off), torch (0-d tensors on upstream's nn.py: the
+same scalar graph), and any module with micrograd's API given by --engine. Engines that are not
+installed are listed as skipped.
 
 Method (these machines are shared and noisy: no absolute time is trusted alone)
 - One warm-up run, then rounds in which every engine runs once, in reversed order every other
-  round; the ratio against upstream is taken round by round and the median reported.
+  round; the ratio against upstream is taken round by round and the median reported. nodes:
+  the graph nodes one run makes (for a replay, the nodes it replays).
 - The cyclic GC runs at Python's default thresholds, as users have it. Each engine's timed
   region ends with a timed gc.collect(), after an untimed one before it, so each pays for its
   own garbage: upstream's nodes are reference cycles that only the GC frees, and would
@@ -33,14 +36,15 @@ import sys
 
 import micrograd_c
 from micrograd_c.bench.engines import BUILTIN, Engine, available_engines
-from micrograd_c.bench.measuring import Task, measure, memory_records, plan, recursion_limit_depth
+from micrograd_c.bench.measuring import (Task, measure, memory_records, plan, ratio,
+                                         recursion_limit_depth)
 from micrograd_c.bench.plotting import plot
 from micrograd_c.bench.reporting import report
 from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, expression, train_step,
                                          wide_mlp)
 
 __all__ = ["BUILTIN", "WORKLOADS", "Engine", "Task", "Unsupported", "available_engines", "chain",
-           "expression", "main", "measure", "memory_records", "plan", "plot",
+           "expression", "main", "measure", "memory_records", "plan", "plot", "ratio",
            "recursion_limit_depth", "report", "train_step", "wide_mlp"]
 
 
@@ -93,8 +97,8 @@ def main(argv=None):
         return 1
 
     tasks = plan(args.workloads, args.quick)
-    runs = sum(len(engines) * (task.rounds + 1) for task in tasks)
-    runs += len(engines) if "memory" in args.workloads else 0
+    runs = sum((task.rounds + 1) * sum(e.runs(task.workload) for e in engines) for task in tasks)
+    runs += sum(e.runs("memory") for e in engines) if "memory" in args.workloads else 0
     progress = Progress(runs)
     records, failures = [], {}
     try:
@@ -107,7 +111,7 @@ def main(argv=None):
     finally:
         progress.close()
 
-    print(report(records, skipped))
+    print(report(records, skipped, {e.name: e.note for e in engines if e.note}))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(records, out, indent=1)

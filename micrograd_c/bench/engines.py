@@ -6,13 +6,20 @@ import importlib.util
 from micrograd_c import upstream
 
 NOT_UPSTREAM = "upstream micrograd is not installed (pip install micrograd==0.1.0)"
+# The workloads whose graph keeps its structure from run to run, which a replay can run; the
+# others time building the graph.
+REPLAYED = ("train_step", "wide_mlp")
 
 
 class Engine:
-    """An engine to time: how to make a leaf, an MLP and a sum, and its GC setting."""
+    """An engine to time: how to make a leaf, an MLP and a sum, and its GC setting.
+
+    An engine that `replays` builds each workload's graph once and replays it (engine.compile).
+    `only_on` lists the workloads an engine is run on (None: all); `note` is what a reader of its
+    results should know."""
 
     def __init__(self, name, Value, MLP=None, gc_off=False, sum_values=sum, nodes=None,
-                 same_value_as=None):
+                 same_value_as=None, replays=False, only_on=None, note=None):
         self.name = name
         self.Value = Value
         self.MLP = MLP
@@ -20,6 +27,12 @@ class Engine:
         self.sum_values = sum_values
         self.count_nodes = nodes or count_value_nodes
         self.same_value_as = same_value_as      # only its nn differs from this engine's
+        self.replays = replays
+        self.only_on = only_on
+        self.note = note
+
+    def runs(self, workload):
+        return self.only_on is None or workload in self.only_on
 
     def duplicate_on(self, workload):
         """Why this engine is not run on `workload` (it would time another engine again), or None."""
@@ -87,8 +100,15 @@ def builtin_engines():
     import micrograd_c.engine
     import micrograd_c.nn
 
-    makers = {"micrograd_c": lambda: Engine("micrograd_c", micrograd_c.engine.Value,
-                                            micrograd_c.nn.MLP, sum_values=micrograd_c.engine.sum)}
+    makers = {
+        "micrograd_c": lambda: Engine("micrograd_c", micrograd_c.engine.Value, micrograd_c.nn.MLP,
+                                      sum_values=micrograd_c.engine.sum),
+        "micrograd_c-replay": lambda: Engine(
+            "micrograd_c-replay", micrograd_c.engine.Value, micrograd_c.nn.MLP,
+            sum_values=micrograd_c.engine.sum, replays=True, only_on=REPLAYED,
+            note=f"micrograd_c, each graph built and compiled once, a run replays it "
+                 f"(forward() and backward()); on {', '.join(REPLAYED)}"),
+    }
     if upstream.installed():
         import micrograd.engine
         import micrograd.nn
@@ -106,7 +126,8 @@ def builtin_engines():
     return makers
 
 
-BUILTIN = ("micrograd_c", "micrograd_c-unfused", "micrograd", "micrograd-nogc", "torch")
+BUILTIN = ("micrograd_c", "micrograd_c-unfused", "micrograd_c-replay", "micrograd", "micrograd-nogc",
+           "torch")
 
 
 def available_engines(names=None, modules=()):

@@ -10,6 +10,13 @@ import tracemalloc
 from micrograd_c.bench.workloads import Unsupported, chain, expression, train_step, wide_mlp
 
 
+def ratio(base, record):
+    """How many times faster `record` ran than `base`: the median of per-round ratios."""
+    if base is None or base["status"] != "ok" or record["status"] != "ok":
+        return None
+    return statistics.median(b / t for b, t in zip(base["times_s"], record["times_s"]))
+
+
 def timed(engine, run):
     """Seconds for one run, including the collection of the garbage it leaves."""
     gc.collect()
@@ -72,7 +79,7 @@ def measure(task, engines, tick, failures=None):
     remembers engines that hit RecursionError, so longer chains are not tried on them."""
     failures = {} if failures is None else failures
     records, runs = {}, []
-    for engine in engines:
+    for engine in (e for e in engines if e.runs(task.workload)):
         record = {"workload": task.workload, "size": task.size, "engine": engine.name,
                   "median_s": None, "nodes": None, "times_s": [], "status": "ok"}
         records[engine.name] = record
@@ -117,11 +124,8 @@ def measure(task, engines, tick, failures=None):
         record["ns_per_node"] = record["median_s"] / record["nodes"] * 1e9
     for baseline, key in (("micrograd", "ratio_vs_micrograd"),
                           ("micrograd-nogc", "ratio_vs_micrograd_nogc")):
-        base = records.get(baseline)
         for record in records.values():
-            ok = base is not None and base["status"] == "ok" and record["status"] == "ok"
-            record[key] = (statistics.median(b / t for b, t in zip(base["times_s"], record["times_s"]))
-                           if ok else None)
+            record[key] = ratio(records.get(baseline), record)
     return list(records.values())
 
 
@@ -174,7 +178,7 @@ def torch_bytes_per_node(size):
 
 def memory_records(engines, size, tick):
     records = []
-    for engine in engines:
+    for engine in (e for e in engines if e.runs("memory")):
         record = {"workload": "memory", "size": size, "engine": engine.name, "median_s": None,
                   "nodes": size, "ratio_vs_micrograd": None, "ratio_vs_micrograd_nogc": None}
         if engine.duplicate_on("memory"):

@@ -1,4 +1,5 @@
 """Reporting: the text table of results, one block per workload and size."""
+import textwrap
 
 
 def format_time(seconds):
@@ -12,7 +13,8 @@ def format_ratio(ratio):
     return "-" if ratio is None else f"{ratio:,.1f}x" if ratio < 100 else f"{ratio:,.0f}x"
 
 
-def report(records, skipped):
+def report(records, skipped, notes=None):
+    """The tables, then {engine: note} and {engine: why it was skipped}."""
     lines = []
     titles = {"train_step": "train_step: MLP(2, [16, 16, 1]), 100 moons points, loss + backward + SGD",
               "chain": "chain: build and backward n multiplications",
@@ -49,6 +51,10 @@ def report(records, skipped):
                          f"{r['ns_per_node']:>10,.0f}{format_ratio(r['ratio_vs_micrograd']):>14}"
                          f"{format_ratio(r['ratio_vs_micrograd_nogc']):>10}"
                          f"{'±' + format(r['spread'], '.0%'):>9}{r['nodes']:>12,}")
+    if notes:
+        lines += ["", "engines:"] + [textwrap.fill(f"{name}: {note}", 100, initial_indent="  ",
+                                                   subsequent_indent="    ")
+                                     for name, note in notes.items()]
     if skipped:
         lines += ["", "skipped engines:"] + [f"  {name}: {why}" for name, why in skipped.items()]
     return "\n".join(lines)

@@ -22,12 +22,17 @@ def train_step(engine, width=16, points=100, l2_by_neuron=False, seed=1337):
     X, y = moons.demo_data(n_samples=points)
     random.seed(seed)
     model = engine.MLP(2, [width, width, 1])
+    if engine.replays:
+        step = moons.replayed_sgd_step(model, X, y, l2_by_neuron)
+    else:
+        def step(k):
+            return moons.sgd_step(model, X, y, engine.Value, k, sum_values=engine.sum_values,
+                                  l2_by_neuron=l2_by_neuron)
     k = 0
 
     def run():
         nonlocal k
-        moons.sgd_step(model, X, y, engine.Value, k, sum_values=engine.sum_values,
-                       l2_by_neuron=l2_by_neuron)
+        step(k)
         k += 1
 
     loss, _ = moons.loss(model, X, y, engine.Value, engine.sum_values, l2_by_neuron)
