@@ -1,11 +1,14 @@
-"""The bench's replay engine. Oracle: the same step rebuilt by micrograd_c (a replay must give
-its bits). No test here asserts a time."""
+"""The bench's replay engine and fastest_autograd workload. Oracles: the same step or graph
+rebuilt by micrograd_c (a replay must give its bits), plain floats and torch for the graph's
+values. No test here asserts a time."""
+import math
 import random
 import struct
 
 import pytest
 
-from micrograd_c import bench, engine, moons
+from micrograd_c import bench, engine, moons, upstream
+from micrograd_c.bench.workloads import ROGOZHNIKOV_INPUTS
 from micrograd_c.engine import Value
 from micrograd_c.nn import MLP
 
@@ -38,7 +41,7 @@ def test_replayed_steps_give_the_bits_of_rebuilt_steps(width, points, l2_by_neur
 
 
 def test_replay_engine_runs_where_a_graph_is_fixed():
-    engines, _ = bench.available_engines(["micrograd_c", "micrograd_c-replay"])
+    engines, _ = bench.available_engines(["micrograd_c", "micrograd_c-replay", "floats"])
     records = bench.measure(bench.Task("train_step", bench.train_step, 2), engines,
                             tick=lambda: None)
     assert [r["engine"] for r in records] == ["micrograd_c", "micrograd_c-replay"]
@@ -50,3 +53,106 @@ def test_replay_engine_runs_where_a_graph_is_fixed():
     assert [r["engine"] for r in chain] == ["micrograd_c"]
     memory = bench.memory_records(engines, 1000, tick=lambda: None)
     assert [r["engine"] for r in memory] == ["micrograd_c"]
+
+
+def float_graph():
+    return bench.rogozhnikov_graph(ROGOZHNIKOV_INPUTS, math.exp, math.log, sum)
+
+
+def test_the_graph_has_the_published_shape_and_stays_in_range():
+    values = float_graph()
+    assert len(values) == 17_600
+    # the inputs are i / 100 so that naive softplus does not overflow: every value made stays
+    # within [0.0003, 3.95]
+    assert 0.0003 < min(values[100:]) and max(values) < 3.95
+    with pytest.raises(OverflowError):       # the published inputs, arange(100), overflow
+        bench.rogozhnikov_graph([float(i) for i in range(100)], math.exp, math.log, sum)
+
+
+def test_micrograd_c_computes_the_floats_values():
+    nodes = graph_of_values()
+    # a / b is a * b**-1 here, as upstream: not the bits of float division
+    assert [v.data for v in nodes] == pytest.approx(float_graph(), rel=1e-12)
+
+
+def graph_of_values():
+    return bench.rogozhnikov_graph(map(Value, ROGOZHNIKOV_INPUTS), Value.exp, Value.log,
+                                   engine.sum)
+
+
+def test_replaying_the_graph_gives_the_bits_of_rebuilding_it():
+    engines, _ = bench.available_engines(["micrograd_c-replay"])
+    run, nodes = bench.fastest_autograd(engines[0])
+    run()
+    graph = graph_of_values()
+    replay = engine.compile(graph[-1])
+    assert len(replay) == nodes
+    for _ in range(2):                      # as the bench's run: the inputs' grads restart
+        for x in graph[:100]:
+            x.grad = 0.0
+        replay.forward()
+        replay.backward()
+    rebuilt = graph_of_values()
+    rebuilt[-1].backward()
+    assert [bits(v.data) for v in graph] == [bits(v.data) for v in rebuilt]
+    assert [bits(v.grad) for v in graph] == [bits(v.grad) for v in rebuilt]
+    # grads shrink along the graph: the first 873 values', inputs included, underflow to 0
+    assert sum(v.grad != 0 for v in graph) > 14_000
+    below_the_last, todo = set(), [graph[-1]]           # what backward() visits
+    while todo:
+        v = todo.pop()
+        if id(v) not in below_the_last:
+            below_the_last.add(id(v))
+            todo.extend(v._prev)
+    assert sum(id(v) in below_the_last for v in graph) == 15_012    # as --help says
+
+
+def test_torch_computes_the_same_graph():
+    torch = pytest.importorskip("torch")
+    engines, _ = bench.available_engines(["torch"])
+    tensors = bench.rogozhnikov_graph(map(engines[0].Value, ROGOZHNIKOV_INPUTS), engines[0].exp,
+                                      engines[0].log, sum, 400)
+    for t in tensors:
+        t.retain_grad()
+    tensors[-1].backward()
+    nodes = bench.rogozhnikov_graph(map(Value, ROGOZHNIKOV_INPUTS), Value.exp, Value.log,
+                                    engine.sum, 400)
+    nodes[-1].backward()
+    assert all(t.dtype == torch.float64 and t.dim() == 0 for t in tensors)
+    assert [t.item() for t in tensors] == pytest.approx([v.data for v in nodes], rel=1e-12)
+    grads = [0.0 if t.grad is None else t.grad.item() for t in tensors]
+    assert sum(g != 0 for g in grads) > 500
+    assert grads == pytest.approx([v.grad for v in nodes], rel=1e-9, abs=1e-300)
+
+
+def test_upstream_cannot_run_it_and_says_why():
+    if not upstream.installed():
+        pytest.skip("upstream micrograd missing")
+    engines, _ = bench.available_engines(["micrograd"])
+    records = bench.measure(bench.Task("fastest_autograd", bench.fastest_autograd, 1), engines,
+                            tick=lambda: None)
+    assert records[0]["status"] == "skipped: micrograd's Value has no exp() or log()"
+
+
+def test_fastest_autograd_records_report_and_plot(tmp_path):
+    names = ["micrograd_c", "micrograd_c-unfused", "micrograd_c-replay", "micrograd", "torch",
+             "floats"]
+    engines, skipped = bench.available_engines(names)
+    task = bench.Task("fastest_autograd", lambda e: bench.fastest_autograd(e, 400), 2)
+    records = bench.measure(task, engines, tick=lambda: None)
+    timed = {r["engine"]: r for r in records if r["status"] == "ok"}
+    assert {"micrograd_c", "micrograd_c-replay", "floats"} <= set(timed)
+    for r in timed.values():
+        assert r["median_s"] > 0 and r["nodes"] > 0
+        assert {"ratio_vs_micrograd_c", "ratio_vs_torch"} <= set(r)
+        assert "ratio_vs_micrograd" not in r            # there is no upstream to compare with
+    assert timed["micrograd_c"]["ratio_vs_micrograd_c"] == 1.0
+    assert timed["floats"]["nodes"] == 100 + 400 // 4 * 7
+    assert (timed["torch"]["ratio_vs_torch"] == 1.0) if "torch" in timed else "torch" in skipped
+    text = bench.report(records, skipped, {e.name: e.note for e in engines if e.note})
+    assert "per iteration" in text and "10k iterations" in text and "vs torch" in text
+    assert "i / 100" in text and "hand-written C 0.99 s" in text and "M1 MacBook" in text
+    assert "vs micrograd " not in text
+    png = tmp_path / "bench.png"
+    bench.plot(records, png)
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -7,19 +7,31 @@ Workloads
   expression   micrograd's test_more_ops expression, built and back-propagated 100 times
   wide_mlp     the demo step with MLP(2, [64, 64, 1]) on 20 points (10 with --quick): scaling
                with width
+  fastest_autograd
+               the scalar graph of A. Rogozhnikov's "Fastest Autograd in the West" (2023): 100
+               inputs, 10,000 ops (softplus, sum of 4, product, softmax of 4 in turn), 17,600
+               values, then backward from the last. Written as a micrograd user would:
+               softplus = (x.exp() + 1).log(), x / s = x * s**-1 in micrograd. Its inputs are
+               i / 100, not arange(100): written naively, softplus overflows exp there (values
+               reach ~8,900); from i / 100 they stay in [0.0003, 3.95]. backward() visits only
+               what the last value depends on (15,012 of the values), so does a replay; the
+               engines that rebuild compute all 17,600. Reported per iteration and per 10k
+               iterations (as published), against micrograd_c and torch (upstream has no exp)
   memory       bytes per graph node, from a chain of 1e6 nodes (1e5 with --quick)
 
 Engines: micrograd_c (micrograd_c.nn, fused neurons), micrograd_c-unfused (upstream's nn.py on
 micrograd_c's Value), micrograd_c-replay (micrograd_c with the graph built and compiled once by
-engine.compile; a run replays it: on train_step and wide_mlp), micrograd (upstream),
-micrograd-nogc (upstream with the cyclic GC off), torch (0-d tensors on upstream's nn.py: the
-same scalar graph), and any module with micrograd's API given by --engine. Engines that are not
-installed are listed as skipped.
+engine.compile; a run replays it: on train_step, wide_mlp, fastest_autograd), micrograd
+(upstream), micrograd-nogc (upstream with the cyclic GC off), torch (0-d float64 tensors, on
+upstream's nn.py for the MLPs: the same scalar graph), floats (plain Python floats, forward
+only: the floor of any engine whose graph Python rebuilds; on fastest_autograd), and any module
+with micrograd's API given by --engine. Engines that are not installed are listed as skipped.
 
 Method (these machines are shared and noisy: no absolute time is trusted alone)
 - One warm-up run, then rounds in which every engine runs once, in reversed order every other
-  round; the ratio against upstream is taken round by round and the median reported. nodes:
-  the graph nodes one run makes (for a replay, the nodes it replays).
+  round; the ratio against upstream (on fastest_autograd: against micrograd_c and torch) is
+  taken round by round and the median reported. nodes: the graph nodes one run makes (for a
+  replay, the nodes it replays).
 - The cyclic GC runs at Python's default thresholds, as users have it. Each engine's timed
   region ends with a timed gc.collect(), after an untimed one before it, so each pays for its
   own garbage: upstream's nodes are reference cycles that only the GC frees, and would
@@ -40,12 +52,13 @@ from micrograd_c.bench.measuring import (Task, measure, memory_records, plan, ra
                                          recursion_limit_depth)
 from micrograd_c.bench.plotting import plot
 from micrograd_c.bench.reporting import report
-from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, expression, train_step,
-                                         wide_mlp)
+from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, expression,
+                                         fastest_autograd, rogozhnikov_graph, train_step, wide_mlp)
 
 __all__ = ["BUILTIN", "WORKLOADS", "Engine", "Task", "Unsupported", "available_engines", "chain",
-           "expression", "main", "measure", "memory_records", "plan", "plot", "ratio",
-           "recursion_limit_depth", "report", "train_step", "wide_mlp"]
+           "expression", "fastest_autograd", "main", "measure", "memory_records", "plan", "plot",
+           "ratio", "recursion_limit_depth", "report", "rogozhnikov_graph", "train_step",
+           "wide_mlp"]
 
 
 class Progress:

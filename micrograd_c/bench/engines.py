@@ -2,24 +2,27 @@
 implementation; available_engines() says which run here and why the others can't."""
 import importlib
 import importlib.util
+import math
 
 from micrograd_c import upstream
 
 NOT_UPSTREAM = "upstream micrograd is not installed (pip install micrograd==0.1.0)"
 # The workloads whose graph keeps its structure from run to run, which a replay can run; the
 # others time building the graph.
-REPLAYED = ("train_step", "wide_mlp")
+REPLAYED = ("train_step", "wide_mlp", "fastest_autograd")
 
 
 class Engine:
     """An engine to time: how to make a leaf, an MLP and a sum, and its GC setting.
 
-    An engine that `replays` builds each workload's graph once and replays it (engine.compile).
-    `only_on` lists the workloads an engine is run on (None: all); `note` is what a reader of its
-    results should know."""
+    `exp` and `log` are functions (default: the Value's methods, if it has them). An engine that
+    `replays` builds each workload's graph once and replays it (engine.compile); a
+    `forward_only` one has no autograd. `only_on` lists the workloads an engine is run on (None:
+    all); `note` is what a reader of its results should know."""
 
     def __init__(self, name, Value, MLP=None, gc_off=False, sum_values=sum, nodes=None,
-                 same_value_as=None, replays=False, only_on=None, note=None):
+                 same_value_as=None, exp=None, log=None, replays=False, forward_only=False,
+                 only_on=None, note=None):
         self.name = name
         self.Value = Value
         self.MLP = MLP
@@ -27,7 +30,10 @@ class Engine:
         self.sum_values = sum_values
         self.count_nodes = nodes or count_value_nodes
         self.same_value_as = same_value_as      # only its nn differs from this engine's
+        self.exp = exp or getattr(Value, "exp", None)
+        self.log = log or getattr(Value, "log", None)
         self.replays = replays
+        self.forward_only = forward_only
         self.only_on = only_on
         self.note = note
 
@@ -41,9 +47,9 @@ class Engine:
         return None
 
 
-def count_value_nodes(root):
+def count_value_nodes(*roots):
     """Nodes of a graph of micrograd-style Values (anything with _prev)."""
-    seen, todo = set(), [root]
+    seen, todo = set(), list(roots)
     while todo:
         v = todo.pop()
         if id(v) not in seen:
@@ -52,9 +58,9 @@ def count_value_nodes(root):
     return len(seen)
 
 
-def count_torch_nodes(root):
+def count_torch_nodes(*roots):
     """Autograd nodes (grad_fn objects and leaf accumulators) of a 0-d tensor graph."""
-    seen, todo = set(), [root.grad_fn]
+    seen, todo = set(), [root.grad_fn for root in roots]
     while todo:
         fn = todo.pop()
         if fn is not None and fn not in seen:
@@ -78,7 +84,8 @@ def torch_engine():
                 for p in self.parameters():
                     p.grad = None
         MLP = TorchMLP
-    return Engine("torch", TorchEngine.Value, MLP, nodes=count_torch_nodes)
+    return Engine("torch", TorchEngine.Value, MLP, nodes=count_torch_nodes, exp=torch.Tensor.exp,
+                  log=torch.Tensor.log)
 
 
 def module_engine(path):
@@ -108,6 +115,11 @@ def builtin_engines():
             sum_values=micrograd_c.engine.sum, replays=True, only_on=REPLAYED,
             note=f"micrograd_c, each graph built and compiled once, a run replays it "
                  f"(forward() and backward()); on {', '.join(REPLAYED)}"),
+        "floats": lambda: Engine(
+            "floats", float, exp=math.exp, log=math.log, forward_only=True,
+            only_on=("fastest_autograd",),
+            note="the same Python on plain floats, forward only, no autograd: the floor of any "
+                 "engine whose graph Python rebuilds; on fastest_autograd"),
     }
     if upstream.installed():
         import micrograd.engine
@@ -127,7 +139,7 @@ def builtin_engines():
 
 
 BUILTIN = ("micrograd_c", "micrograd_c-unfused", "micrograd_c-replay", "micrograd", "micrograd-nogc",
-           "torch")
+           "torch", "floats")
 
 
 def available_engines(names=None, modules=()):
