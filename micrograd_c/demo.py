@@ -3,6 +3,10 @@
 Trains MLP(2, [16, 16, 1]) on 100 two-moons points with the SVM max-margin loss + 1e-4 L2 and
 SGD, exactly as micrograd's demo notebook, shows the progress, the time per step, the speed-up
 over upstream micrograd when it is installed, and saves the decision boundary as a PNG.
+
+With --replay the graph is built and compiled once (engine.compile) and replayed at every step:
+every step uses all 100 points, so its structure never changes. The numbers are the same, bit
+for bit; the demo then times replaying against rebuilding, side by side.
 """
 import argparse
 import os
@@ -29,12 +33,18 @@ def progress(steps):
     return bar, bar
 
 
-def train(model, X, y, steps):
-    """Runs the demo's training loop; returns (loss, accuracy, seconds per step)."""
+def train(model, X, y, steps, replay=False):
+    """Runs the demo's training loop, rebuilding the graph at every step or replaying one
+    compiled graph; returns (loss, accuracy, seconds per step, compiling included)."""
     bar, ks = progress(steps)
     start = time.perf_counter()
+    if replay:
+        step = moons.replayed_sgd_step(model, X, y)
+    else:
+        def step(k, steps):
+            return moons.sgd_step(model, X, y, Value, k, steps, sum_values=engine.sum)
     for k in ks:
-        loss, accuracy = moons.sgd_step(model, X, y, Value, k, steps, sum_values=engine.sum)
+        loss, accuracy = step(k, steps)
         if bar is not None:
             bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{accuracy:.0%}", refresh=False)
         elif k % 10 == 0 or k == steps - 1:
@@ -42,14 +52,15 @@ def train(model, X, y, steps):
     return loss, accuracy, (time.perf_counter() - start) / steps
 
 
-def speedup_over_upstream(rounds=3):
-    """Times the demo step on micrograd_c and upstream micrograd side by side (see bench)."""
+def speedups(name, baselines, rounds=3):
+    """How many times faster bench engine `name` does the demo step than each of `baselines`,
+    timed side by side in alternated rounds (see micrograd_c.bench)."""
     from micrograd_c import bench
 
-    engines, _ = bench.available_engines(["micrograd_c", "micrograd"])
-    records = bench.measure(bench.Task("train_step", bench.train_step, rounds), engines,
-                            tick=lambda: None)
-    return next(r["ratio_vs_micrograd"] for r in records if r["engine"] == "micrograd_c")
+    engines, _ = bench.available_engines([name, *baselines])
+    records = {r["engine"]: r for r in bench.measure(
+        bench.Task("train_step", bench.train_step, rounds), engines, tick=lambda: None)}
+    return [bench.ratio(records[baseline], records[name]) for baseline in baselines]
 
 
 def plot_decision_boundary(model, X, y, path):
@@ -87,6 +98,9 @@ def main(argv=None):
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="skip the plot")
     parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                         help="time upstream micrograd side by side when it is installed")
+    parser.add_argument("--replay", action="store_true",
+                        help="compile the graph once and replay it at every step, and time that "
+                             "against rebuilding it")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -96,20 +110,29 @@ def main(argv=None):
     model = MLP(2, [16, 16, 1])
     print(f"{model}\nnumber of parameters: {len(model.parameters())}")
 
-    loss, accuracy, seconds = train(model, X, y, args.steps)
+    loss, accuracy, seconds = train(model, X, y, args.steps, args.replay)
     print(f"final loss {loss:.4f}, training accuracy {accuracy:.0%}, "
-          f"{seconds * 1e3:.2f} ms per step")
+          f"{seconds * 1e3:.2f} ms per step" + (" (graph compiled once, replayed)" * args.replay))
 
-    if args.compare:
-        if upstream.installed():
-            print("timing upstream micrograd on the same step, side by side (a few seconds)...")
-            rounds = 3
-            faster = speedup_over_upstream(rounds)
-            print(f"micrograd_c is {faster:.0f}x faster than upstream micrograd here "
-                  f"(median of {rounds} alternated rounds; "
-                  "full comparison: python -m micrograd_c.bench)")
-        else:
-            print(f"upstream micrograd is not installed: {EXTRA_HINT} to compare speed")
+    compare = args.compare and upstream.installed()
+    if args.compare and not compare:
+        print(f"upstream micrograd is not installed: {EXTRA_HINT} to compare speed")
+    if args.replay:
+        rounds = 5
+        print("timing the replayed step against rebuilding the graph, side by side"
+              + (" and against upstream micrograd (a few seconds)" * compare) + "...")
+        faster = speedups("micrograd_c-replay", ["micrograd_c"] + ["micrograd"] * compare, rounds)
+        print(f"replaying is {faster[0]:.1f}x faster here than rebuilding the graph every step"
+              + (f", and {faster[-1]:,.0f}x faster than upstream micrograd" if compare else "")
+              + f" (median of {rounds} alternated rounds; "
+              "full comparison: python -m micrograd_c.bench)")
+    elif compare:
+        print("timing upstream micrograd on the same step, side by side (a few seconds)...")
+        rounds = 3
+        faster, = speedups("micrograd_c", ["micrograd"], rounds)
+        print(f"micrograd_c is {faster:.0f}x faster than upstream micrograd here "
+              f"(median of {rounds} alternated rounds; "
+              "full comparison: python -m micrograd_c.bench)")
 
     if args.plot:
         try:
@@ -118,6 +141,9 @@ def main(argv=None):
             print(f"matplotlib is not installed: {EXTRA_HINT} for the decision-boundary plot")
         else:
             print(f"decision boundary saved to {os.path.abspath(args.out)}")
+    if not args.replay:
+        print("to replay one compiled graph instead of rebuilding it every step: "
+              "python -m micrograd_c.demo --replay")
     return 0
 
 

@@ -1,9 +1,12 @@
-"""The two-moons demo: python -m micrograd_c.demo trains to 100% and saves its plot."""
+"""The two-moons demo: python -m micrograd_c.demo trains to 100% and saves its plot; with
+--replay it trains to the same numbers, bit for bit (the oracle: the default, rebuilding run)."""
+import random
 import sys
 
 import pytest
 
-from micrograd_c import demo, upstream
+from micrograd_c import demo, moons, upstream
+from micrograd_c.nn import MLP
 
 
 def test_demo_trains_to_full_accuracy(capsys):
@@ -33,6 +36,50 @@ def test_demo_measures_the_speedup_over_upstream(capsys):
     assert demo.main(["--steps", "1", "--no-plot"]) == 0
     line = [l for l in capsys.readouterr().out.splitlines() if "faster than upstream" in l][0]
     assert float(line.split("x faster")[0].split()[-1]) > 1
+
+
+def test_replayed_training_gives_the_bits_of_rebuilding():
+    X, y = moons.demo_data()
+    results = []
+    for replay in (False, True):
+        random.seed(0)
+        model = MLP(2, [16, 16, 1])
+        loss, accuracy, _ = demo.train(model, X, y, 25, replay)
+        results.append((loss.hex(), accuracy, [p.data.hex() for p in model.parameters()]))
+    assert results[0] == results[1]
+
+
+def test_replay_prints_the_same_progress_and_its_speedup(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)          # a line every 10 steps instead
+    outputs = []
+    for extra in ([], ["--replay"]):
+        assert demo.main(["--steps", "31", "--no-plot", "--no-compare"] + extra) == 0
+        outputs.append(capsys.readouterr().out.splitlines())
+    rebuilt, replayed = outputs
+
+    def progress(lines):            # per-step loss and accuracy, and the final ones
+        return [line for line in lines if line.startswith("step")] + \
+            [line.split(" ms per step")[0].rsplit(",", 1)[0] for line in lines
+             if line.startswith("final loss")]
+
+    assert len(progress(replayed)) == 5 and progress(replayed) == progress(rebuilt)
+    assert any("(graph compiled once, replayed)" in line for line in replayed)
+    line = [line for line in replayed if "faster here than rebuilding the graph" in line][0]
+    assert float(line.split("x faster")[0].split()[-1]) > 0
+    assert "upstream" not in line
+    assert any("--replay" in line for line in rebuilt)       # the hint, in the default run only
+    assert not any("--replay" in line for line in replayed)
+
+
+def test_replay_compares_with_upstream_when_asked(monkeypatch, capsys):
+    monkeypatch.setattr(upstream, "installed", lambda: True)
+    calls = []
+    monkeypatch.setattr(demo, "speedups",
+                        lambda name, baselines, rounds: calls.append((name, baselines)) or [8.5, 3210])
+    assert demo.main(["--steps", "2", "--no-plot", "--replay"]) == 0
+    assert calls == [("micrograd_c-replay", ["micrograd_c", "micrograd"])]
+    out = capsys.readouterr().out
+    assert "8.5x faster here than rebuilding" in out and "3,210x faster than upstream" in out
 
 
 def test_bad_arguments():
