@@ -32,6 +32,9 @@ Method (these machines are shared and noisy: no absolute time is trusted alone)
   round; the ratio against upstream (on fastest_autograd: against micrograd_c and torch) is
   taken round by round and the median reported. nodes: the graph nodes one run makes (for a
   replay, the nodes it replays).
+- A run shorter than 50 ms is run once more, untimed, just before each timed run, so that what
+  precedes it is its own previous run, as in a training loop, and not another engine's
+  garbage and flushed caches (which made a 0.2 ms replay step measure 0.3-0.6 ms).
 - The cyclic GC runs at Python's default thresholds, as users have it. Each engine's timed
   region ends with a timed gc.collect(), after an untimed one before it, so each pays for its
   own garbage: upstream's nodes are reference cycles that only the GC frees, and would
