@@ -7,6 +7,9 @@ over upstream micrograd when it is installed, and saves the decision boundary as
 With --replay the graph is built and compiled once (engine.compile) and replayed at every step:
 every step uses all 100 points, so its structure never changes. The numbers are the same, bit
 for bit; the demo then times replaying against rebuilding, side by side.
+
+The second demo, `python -m micrograd_c.demo digits`, classifies handwritten digits (see
+`python -m micrograd_c.demo digits --help`).
 """
 import argparse
 import os
@@ -88,6 +91,10 @@ def plot_decision_boundary(model, X, y, path):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["digits"]:
+        from micrograd_c import digits
+        return digits.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m micrograd_c.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")

@@ -15,7 +15,7 @@ from micrograd_c.nn import MLP, cross_entropy
 from micrograd_c.optim import Adam
 
 CLASSES = 10
-EXTRA_HINT = "pip install 'micrograd_c[demo]'"
+EXTRA_HINT = "pip install 'micrograd_c[demo]'"     # as the moons demo says it
 
 
 def load(seed=0, test_size=360):

@@ -85,3 +85,9 @@ def test_replay_compares_with_upstream_when_asked(monkeypatch, capsys):
 def test_bad_arguments():
     with pytest.raises(SystemExit):
         demo.main(["--steps", "0"])
+
+
+def test_the_digits_demo_is_a_subcommand(capsys):
+    pytest.importorskip("sklearn", reason="the digits come with scikit-learn")
+    assert demo.main(["digits", "--epochs", "1", "--no-plot", "--no-compare"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
