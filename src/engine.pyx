@@ -16,7 +16,7 @@ cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyTypeObject
-from cpython.ref cimport PyObject, Py_DECREF, Py_INCREF, Py_XDECREF, Py_XINCREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport exp, floor, isfinite, isinf, log, tanh
 from libc.limits cimport INT_MAX
@@ -688,6 +688,10 @@ cdef inline TupleChildren items_of(tuple children) noexcept:
     return TupleChildren(<PyObject**>&(<PyTupleObject*>children).ob_item[0])
 
 
+cdef extern from "Python.h":
+    Py_ssize_t Py_SIZE(PyObject* o)
+
+
 cdef Value nary_op(unsigned char op, tuple children, double c):
     cdef double out = nary_value(op, items_of(children), PyTuple_GET_SIZE(children), c)
     return nary(op, out, children, c)
@@ -839,6 +843,7 @@ cdef void backprop_node(Value node) noexcept:
     cdef double g = node.grad, da, db
     cdef int which
     cdef unsigned char op = node.op
+    cdef PyObject* children
     if is_binary(op):
         which = op_derivatives(op, node.left.data, node.right.data, 0.0, node.data, &da, &db)
         if which & TO_A:
@@ -849,8 +854,9 @@ cdef void backprop_node(Value node) noexcept:
         if op_derivatives(op, node.left.data, 0.0, node.state, node.data, &da, &db):
             node.left.grad += da * g
     elif op != LEAF and op != CUSTOM:   # they pass nothing on (upstream's default _backward)
-        nary_backprop(op, items_of(node.children), PyTuple_GET_SIZE(node.children), node.state,
-                      node.data, g)
+        children = <PyObject*>node.children      # borrowed: no reference-count traffic
+        nary_backprop(op, TupleChildren(&(<PyTupleObject*>children).ob_item[0]),
+                      Py_SIZE(children), node.state, node.data, g)
 
 
 @cython.linetrace(False)
