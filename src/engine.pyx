@@ -24,6 +24,7 @@ from libc.math cimport pow as c_pow
 from libc.stdlib cimport free, realloc
 
 import numbers
+import os
 import sys
 
 # `from micrograd_c.engine import *` gives what upstream's engine gives: Value, and not a `sum`
@@ -248,7 +249,7 @@ OP_NAMES = {
 _N_OPS = N_OPS
 
 
-def _op_code(Value node):
+def _op_code(Value node not None):
     return node.op
 
 
@@ -286,6 +287,16 @@ cdef str exact_str(object label):
 # __dict__ is released), so another thread may add to the list while one drains it.
 cdef PyObject* doomed = NULL
 cdef bint releasing = False
+
+
+def _after_fork_in_child():
+    # A fork taken while another thread was draining `doomed` (inside an attribute's __del__)
+    # would leave `releasing` set with no thread left to drain: the next dealloc drains it.
+    global releasing
+    releasing = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 cdef union Link:               # a doomed Value's data field, reused as the list's next pointer
@@ -365,6 +376,8 @@ cdef class Value:
                 raise TypeError(f"_children must hold Values, not '{type(child).__name__}'")
             check_made(child)
         label = exact_str(label)
+        if self.made:                   # made meanwhile, by user code the checks above ran
+            raise TypeError("Value.__init__() can't remake an existing Value: create a new one")
         if children or _op:
             self.state = custom_op_id(_op)
             self.op = CUSTOM
@@ -648,7 +661,7 @@ cdef class BackwardStep:
     """A Value's `_backward`: calling it adds the node's local gradients into its children."""
     cdef Value node
 
-    def __cinit__(self, Value node):
+    def __cinit__(self, Value node not None):
         self.node = node
 
     def __call__(self):
@@ -768,10 +781,11 @@ def cross_entropy(logits, target):
     cdef Py_ssize_t n = len(z), i, k
     if n == 0:
         raise ValueError("cross_entropy() needs at least one logit")
-    if isinstance(target, (bool, Value)) or not hasattr(target, "__index__"):
-        if isinstance(target, (bool, Value, str)) or not hasattr(target, "__len__"):
-            raise TypeError("cross_entropy() target must be a class index (int) or one Value "
-                            f"or number per logit, not '{type(target).__name__}'")
+    if isinstance(target, (bool, Value, str)) or not (hasattr(target, "__len__") or
+                                                      hasattr(target, "__index__")):
+        raise TypeError("cross_entropy() target must be a class index (int) or one Value or "
+                        f"number per logit, not '{type(target).__name__}'")
+    if hasattr(target, "__len__"):      # one per logit (a list, a tuple, a numpy array)
         t = tuple(target)
         if len(t) != n:
             raise ValueError(f"cross_entropy() got {n} logits but {len(t)} targets")

@@ -35,9 +35,11 @@ def grad(outputs, inputs, grad_outputs=None, bint create_graph=False):
                                                                                 create_graph)
     if len(weights) != count:
         raise ValueError(f"grad() got {count} outputs but {len(weights)} grad_outputs")
-    cdef int* positions = <int*>allocate((count + len(ins)) * sizeof(int))
-    cdef PyObject** roots = <PyObject**>allocate(count * sizeof(PyObject*))
+    cdef int* positions = NULL
+    cdef PyObject** roots = NULL
     try:
+        positions = <int*>allocate((count + len(ins)) * sizeof(int))
+        roots = <PyObject**>allocate(count * sizeof(PyObject*))
         for i in range(count):
             roots[i] = <PyObject*>outs[i]
         tape = record(roots, count, outs + ins, positions)

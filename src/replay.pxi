@@ -57,13 +57,21 @@ cdef class Replay:
     def __len__(self):
         return self.size
 
+    cdef int check_recorded(self) except -1:
+        if self.nodes == NULL:
+            raise TypeError("this Replay was not made by engine.compile(root)")
+        return 0
+
     @property
     def nbytes(self):
         """Bytes of state the replay keeps beyond the Values themselves."""
+        self.check_recorded()
         return (self.size * (sizeof(PyObject*) + 1 + 3 * sizeof(double)) +
                 (self.size + 1 + self.first[self.size]) * sizeof(int))
 
     def __repr__(self):
+        if self.nodes == NULL:
+            return "Replay(not recorded)"
         return f"Replay({self.size:,} nodes, {self.first[self.size]:,} links, root={self.root!r})"
 
     @cython.linetrace(False)
@@ -80,6 +88,7 @@ cdef class Replay:
         cdef unsigned char op
         cdef double out
         cdef int error = NO_ERROR
+        self.check_recorded()
         cdef double* new = self.grads
         cdef const int* links = self.links
         cdef const int* first = self.first
@@ -117,6 +126,7 @@ cdef class Replay:
         """Set every node's grad as backward() on a freshly built graph would: the root's to 1,
         interior nodes' from zero, and leaves' accumulated into what they hold (zero them first,
         as upstream). Uses the values of the last forward() (or of the graph as built)."""
+        self.check_recorded()
         cdef Py_ssize_t i
         cdef double* grads = self.grads
         cdef const unsigned char* ops = self.ops
@@ -192,6 +202,8 @@ def compile(root):
     return tape
 
 
+@cython.linetrace(False)               # while nodes' grads hold positions: no Python code
+@cython.profile(False)
 cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positions):
     # The tape of the graph below the roots (which the caller keeps alive), with the data its
     # nodes hold now; positions[k] is the tape position of wanted[k], or -1 if not in the graph.
@@ -199,7 +211,11 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
     cdef PtrStack order = PtrStack(NULL, 0, 0)
     cdef Py_ssize_t i, j, k, n, links = 0
     cdef Value node
-    topological_order(roots, count, &order)
+    try:
+        topological_order(roots, count, &order)
+    except BaseException:
+        release_storage(&order)         # it cleared the marks; the array it filled is ours
+        raise
     try:
         for i in range(order.size):
             links += tape_links(<Value>order.items[i])

@@ -810,3 +810,38 @@ def test_vars_and_weak_references():
     import weakref
     with pytest.raises(TypeError):                  # no weakref slot: see README's differences
         weakref.ref(v)
+
+
+def test_init_cannot_be_remade_by_code_it_runs():
+    # __float__ or a _children generator runs user code inside __init__; if that code makes the
+    # same node, the outer call must not make it again (freed children, or a cycle)
+    v = Value.__new__(Value)
+
+    class Data:
+        def __float__(self):
+            v.__init__(1.0, (Value(3.0) * 2.0,), "inner")
+            return 2.0
+    with pytest.raises(TypeError, match="remake"):
+        v.__init__(Data(), (), "outer")
+    assert v._op == "inner" and v._children[0].data == 6.0
+
+    w = Value.__new__(Value)
+
+    def children():
+        w.__init__(1.0)
+        yield w * 2.0                      # would make w its own grandchild
+    with pytest.raises(TypeError, match="remake"):
+        w.__init__(0.0, children(), "op")
+    assert w._children == ()
+
+
+def test_internal_objects_refuse_what_would_crash():
+    with pytest.raises(TypeError):
+        type(Value(1.0)._backward)(None)
+    with pytest.raises(TypeError):
+        engine._op_code(None)
+    unrecorded = engine.Replay.__new__(engine.Replay)
+    assert "not recorded" in repr(unrecorded)
+    for use in (unrecorded.forward, unrecorded.backward, lambda: unrecorded.nbytes):
+        with pytest.raises(TypeError, match="engine.compile"):
+            use()

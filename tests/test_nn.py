@@ -219,6 +219,13 @@ def test_softmax_and_log_softmax():
     assert sum(v.data for v in softmax([Value(x) for x in LOGITS[0]])) == pytest.approx(1.0)
 
 
+def test_numpy_targets():
+    z = [Value(x) for x in LOGITS[0]]
+    by_index = cross_entropy(z, 2).data
+    assert cross_entropy(z, np.int64(2)).data == by_index
+    assert cross_entropy(z, np.array([0.0, 0.0, 1.0, 0.0])).data == pytest.approx(by_index)
+
+
 def test_a_batch_gives_the_mean_loss():
     rows = [[Value(x) for x in r] for r in LOGITS[:3]]
     mean = cross_entropy(rows, TARGETS[:3])

@@ -315,3 +315,91 @@ def test_deep_chains_of_repeated_children_free():
         for _ in range(300_000):
             y = grow(y)
         del y
+
+
+# A fork while another thread drains a dropped graph (inside an attribute's __del__) must not
+# leave the child unable to free Values.
+FORK_WHILE_FREEING = textwrap.dedent("""
+    import os, threading, time
+    from micrograd_c.engine import Value
+
+    class Slow:
+        def __del__(self):
+            time.sleep(0.5)
+
+    class Flag:
+        def __del__(self):
+            print("freed", flush=True)
+
+    def drop():
+        a = Value(1.0)
+        b = a * 2.0
+        a.slow = Slow()
+        del a, b
+
+    thread = threading.Thread(target=drop)
+    thread.start()
+    time.sleep(0.2)                        # the thread is inside Slow.__del__, draining
+    pid = os.fork()
+    if pid == 0:
+        x = Value(1.0)
+        y = x + 1.0
+        x.flag = Flag()
+        del x, y
+        os._exit(0)
+    os.waitpid(pid, 0)
+    thread.join()
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_during_freeing_leaves_the_child_able_to_free():
+    result = subprocess.run([sys.executable, "-c", FORK_WHILE_FREEING], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["freed"]
+
+
+# compile() and grad() out of memory: whatever they allocated is given back.
+RECORD_OUT_OF_MEMORY = textwrap.dedent("""
+    import resource
+    from micrograd_c import engine
+    from micrograd_c.engine import Value
+
+    def mapped():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * resource.getpagesize()
+
+    def resident():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+
+    xs = [Value(float(i)) for i in range(300_000)]
+    y = engine.sum([engine.sum(xs[i:i + 1000]) for i in range(0, 300_000, 1000)]) * 2.0
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    failed = 0
+    before = resident()
+    for attempt in range(60):
+        for work in (lambda: engine.compile(y), lambda: engine.grad(y, xs[:3])):
+            resource.setrlimit(resource.RLIMIT_AS, (mapped() + 200_000 * (attempt % 10), hard))
+            try:
+                work()
+            except MemoryError:
+                failed += 1
+            finally:
+                resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    grown = resident() - before
+    y.backward()
+    print(failed, grown, all(x.grad == 2.0 for x in xs))
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
+def test_compile_and_grad_give_back_memory_when_they_run_out():
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    result = subprocess.run([sys.executable, "-c", RECORD_OUT_OF_MEMORY], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    failed, grown, grads_ok = result.stdout.split()
+    assert int(failed) >= 20 and grads_ok == "True"
+    assert int(grown) < 8 << 20, grown
