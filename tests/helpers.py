@@ -1,7 +1,9 @@
 """Shared by the tests: tolerant comparison, a tiny interpreter for random expression graphs,
 and the number of examples property tests draw."""
+import gc
 import math
 import os
+import tracemalloc
 
 
 def examples(default):
@@ -64,3 +66,19 @@ def build(leaf, leaves, program, ops=ALL_OPS):
         nodes.append(ops[op](nodes[i], nodes[j], c))
     made = nodes[len(leaves):]
     return nodes, sum(made) if made else nodes[0] * 1.0
+
+
+def traced_growth(work, repeats):
+    """Bytes still held (Python's allocator and numpy's, via tracemalloc) after `repeats`
+    calls to work(), against the state after the first call."""
+    tracemalloc.start()
+    try:
+        work()
+        gc.collect()
+        baseline = tracemalloc.get_traced_memory()[0]
+        for _ in range(repeats):
+            work()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import ALL_OPS, UPSTREAM_OPS, build, close, examples
+from helpers import ALL_OPS, UPSTREAM_OPS, build, close, examples, traced_growth
 from micrograd_c import engine, moons, upstream
 from micrograd_c.engine import Value
 
@@ -535,15 +535,7 @@ def test_attributes_are_freed_with_their_node():
             p.m = [0.0] * 10
             q = p * 2
             q.note = "x" * 100
-    tracemalloc.start()
-    work()
-    gc.collect()
-    before = tracemalloc.get_traced_memory()[0]
-    for _ in range(5):
-        work()
-    gc.collect()
-    grown = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
+    grown = traced_growth(work, 5)
     assert grown < 10_000, grown
 
 

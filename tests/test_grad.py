@@ -1,16 +1,14 @@
 """engine.grad and micrograd_c.functional: gradients as Values, differentiated again. Oracles:
 torch.autograd.grad(create_graph=True) on the same random graphs (when installed),
 hand-derived derivatives, finite differences of the first derivative, backward()."""
-import gc
 import importlib.util
 import math
-import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import examples
+from helpers import examples, traced_growth
 from micrograd_c import engine
 from micrograd_c.engine import Value
 from micrograd_c.functional import hessian, hvp
@@ -213,16 +211,7 @@ def test_second_order_graphs_are_freed():
             gx, gy = engine.grad(f, [x, y], create_graph=True)
             engine.grad([gx, gy], [x, y], create_graph=True)
             hessian(f, [x, y])
-    gc.collect()
-    tracemalloc.start()
-    work()
-    gc.collect()
-    before = tracemalloc.get_traced_memory()[0]
-    for _ in range(3):
-        work()
-    gc.collect()
-    grown = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
+    grown = traced_growth(work, 3)
     assert grown < 8_000, grown
 
 

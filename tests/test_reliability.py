@@ -1,6 +1,5 @@
 """Reliability: nothing leaks, deep and wide graphs work, threads are safe, and running out of
 memory in backward() is an exception the graph recovers from."""
-import gc
 import os
 import pickle
 import random
@@ -8,11 +7,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
 
+from helpers import traced_growth
 from micrograd_c import engine, moons
 from micrograd_c.engine import Value
 from micrograd_c.nn import MLP
@@ -21,22 +20,6 @@ from micrograd_c.optim import SGD, Adam
 # The engine keeps up to 1,024 freed nodes for reuse (80 KiB): memory that returns to a
 # baseline may stay above it by that much, however many nodes were made and dropped.
 FREELIST_BYTES = 1024 * 80
-
-
-def traced_growth(work, repeats):
-    """Bytes still held (Python's allocator and numpy's, via tracemalloc) after `repeats`
-    calls to work(), against the state after the first call."""
-    tracemalloc.start()
-    try:
-        work()
-        gc.collect()
-        baseline = tracemalloc.get_traced_memory()[0]
-        for _ in range(repeats):
-            work()
-        gc.collect()
-        return tracemalloc.get_traced_memory()[0] - baseline
-    finally:
-        tracemalloc.stop()
 
 
 # -- leaks -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import examples
+from helpers import examples, traced_growth
 from micrograd_c import engine, moons
 from micrograd_c.engine import Value
 from micrograd_c.nn import MLP
@@ -213,16 +213,7 @@ def test_dropping_a_replay_returns_every_byte():
         step = engine.compile(engine.sum([y, y * 2]))
         step.forward()
         step.backward()
-    gc.collect()
-    tracemalloc.start()
-    work()
-    gc.collect()
-    before = tracemalloc.get_traced_memory()[0]
-    for _ in range(5):
-        work()
-    gc.collect()
-    grown = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
+    grown = traced_growth(work, 5)
     assert grown < 16_000, grown
 
 
