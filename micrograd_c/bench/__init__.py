@@ -17,15 +17,27 @@ Workloads
                what the last value depends on (15,012 of the values), so does a replay; the
                engines that rebuild compute all 17,600. Reported per iteration and per 10k
                iterations (as published), against micrograd_c and torch (upstream has no exp)
+  digits_epoch mini-batch training of the digits classifier (python -m micrograd_c.demo digits):
+               MLP(64, [32, 10]) with the same weights on every engine, batches of 32 of
+               scikit-learn's 1,437 training digits, loss + backward + plain SGD (lr 0.1). A run
+               is one batch's step; an epoch is 44 of them and a full run 20 epochs (the demo's
+               default): both the median batch times batches. Two tables: softmax cross-entropy
+               (torch: F.cross_entropy of the 0-d tensors' stacked logits), against micrograd_c
+               and torch; and squared error against one-hot, the loss upstream can express (it
+               has no exp or log), against upstream and torch. SGD is micrograd_c.optim.SGD on
+               micrograd_c's Values (the Python loop would be most of a replayed step), the loop
+               p.data -= lr * p.grad elsewhere: the same numbers. Needs scikit-learn (pip install
+               'micrograd_c[demo]'); without it the workload is skipped
   memory       bytes per graph node, from a chain of 1e6 nodes (1e5 with --quick)
 
 Engines: micrograd_c (micrograd_c.nn, fused neurons), micrograd_c-unfused (upstream's nn.py on
-micrograd_c's Value), micrograd_c-replay (micrograd_c with the graph built and compiled once by
-engine.compile; a run replays it: on train_step, wide_mlp, fastest_autograd), micrograd
-(upstream), micrograd-nogc (upstream with the cyclic GC off), torch (0-d float64 tensors, on
-upstream's nn.py for the MLPs: the same scalar graph), floats (plain Python floats, forward
-only: the floor of any engine whose graph Python rebuilds; on fastest_autograd), and any module
-with micrograd's API given by --engine. Engines that are not installed are listed as skipped.
+micrograd_c's Value: run where an nn is used), micrograd_c-replay (micrograd_c with the graph
+built and compiled once by engine.compile; a run replays it: on train_step, wide_mlp,
+fastest_autograd, digits_epoch), micrograd (upstream), micrograd-nogc (upstream with the cyclic
+GC off), torch (0-d float64 tensors, on upstream's nn.py for the MLPs: the same scalar graph),
+floats (plain Python floats, forward only: the floor of any engine whose graph Python rebuilds;
+on fastest_autograd), and any module with micrograd's API given by --engine. Engines that are
+not installed are listed as skipped.
 
 Method (these machines are shared and noisy: no absolute time is trusted alone)
 - One warm-up run, then rounds in which every engine runs once, in reversed order every other
@@ -35,6 +47,9 @@ Method (these machines are shared and noisy: no absolute time is trusted alone)
 - A run shorter than 50 ms is run once more, untimed, just before each timed run, so that what
   precedes it is its own previous run, as in a training loop, and not another engine's
   garbage and flushed caches (which made a 0.2 ms replay step measure 0.3-0.6 ms).
+- digits_epoch has no warm-up run (the untimed run above warms the short ones), and a batch
+  that takes over 1 s (upstream's, torch's) is timed in the first round only (3 in a full run):
+  their epoch is extrapolated from 1 or 3 batches, the others' from 3 or 7.
 - The cyclic GC runs at Python's default thresholds, as users have it. Each engine's timed
   region ends with a timed gc.collect(), after an untimed one before it, so each pays for its
   own garbage: upstream's nodes are reference cycles that only the GC frees, and would
@@ -55,13 +70,14 @@ from micrograd_c.bench.measuring import (Task, measure, memory_records, plan, ra
                                          recursion_limit_depth)
 from micrograd_c.bench.plotting import plot
 from micrograd_c.bench.reporting import report
-from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, expression,
-                                         fastest_autograd, rogozhnikov_graph, train_step, wide_mlp)
+from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, digits_epoch, expression,
+                                         fastest_autograd, missing, rogozhnikov_graph,
+                                         squared_error, train_step, wide_mlp)
 
 __all__ = ["BUILTIN", "WORKLOADS", "Engine", "Task", "Unsupported", "available_engines", "chain",
-           "expression", "fastest_autograd", "main", "measure", "memory_records", "plan", "plot",
-           "ratio", "recursion_limit_depth", "report", "rogozhnikov_graph", "train_step",
-           "wide_mlp"]
+           "digits_epoch", "expression", "fastest_autograd", "main", "measure", "memory_records",
+           "missing", "plan", "plot", "ratio", "recursion_limit_depth", "report",
+           "rogozhnikov_graph", "squared_error", "train_step", "wide_mlp"]
 
 
 class Progress:
@@ -112,7 +128,8 @@ def main(argv=None):
         print(report([], skipped))
         return 1
 
-    tasks = plan(args.workloads, args.quick)
+    skipped_workloads = {w: why for w in args.workloads if (why := missing(w))}
+    tasks = plan([w for w in args.workloads if w not in skipped_workloads], args.quick)
     runs = sum((task.rounds + 1) * sum(e.runs(task.workload) for e in engines) for task in tasks)
     runs += sum(e.runs("memory") for e in engines) if "memory" in args.workloads else 0
     progress = Progress(runs)
@@ -127,7 +144,7 @@ def main(argv=None):
     finally:
         progress.close()
 
-    print(report(records, skipped, {e.name: e.note for e in engines if e.note}))
+    print(report(records, skipped, {e.name: e.note for e in engines if e.note}, skipped_workloads))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(records, out, indent=1)

@@ -9,7 +9,11 @@ from micrograd_c import upstream
 NOT_UPSTREAM = "upstream micrograd is not installed (pip install micrograd==0.1.0)"
 # The workloads whose graph keeps its structure from run to run, which a replay can run; the
 # others time building the graph.
-REPLAYED = ("train_step", "wide_mlp", "fastest_autograd")
+REPLAYED = ("train_step", "wide_mlp", "fastest_autograd", "digits_epoch")
+
+
+def set_data(value, x):
+    value.data = x
 
 
 class Engine:
@@ -17,12 +21,14 @@ class Engine:
 
     `exp` and `log` are functions (default: the Value's methods, if it has them). An engine that
     `replays` builds each workload's graph once and replays it (engine.compile); a
-    `forward_only` one has no autograd. `only_on` lists the workloads an engine is run on (None:
-    all); `note` is what a reader of its results should know."""
+    `forward_only` one has no autograd. `cross_entropy(logits, one_hot_targets)` is a batch's
+    mean softmax cross-entropy (None: the engine has none); `set_data(value, x)` sets a
+    parameter's number. `only_on` lists the workloads an engine is run on (None: all); `note` is
+    what a reader of its results should know."""
 
     def __init__(self, name, Value, MLP=None, gc_off=False, sum_values=sum, nodes=None,
                  same_value_as=None, exp=None, log=None, replays=False, forward_only=False,
-                 only_on=None, note=None):
+                 only_on=None, note=None, cross_entropy=None, set_data=set_data):
         self.name = name
         self.Value = Value
         self.MLP = MLP
@@ -36,13 +42,16 @@ class Engine:
         self.forward_only = forward_only
         self.only_on = only_on
         self.note = note
+        self.cross_entropy = cross_entropy
+        self.set_data = set_data
 
     def runs(self, workload):
         return self.only_on is None or workload in self.only_on
 
-    def duplicate_on(self, workload):
-        """Why this engine is not run on `workload` (it would time another engine again), or None."""
-        if self.same_value_as and workload not in ("train_step", "wide_mlp"):
+    def duplicate(self, uses_nn):
+        """Why this engine is not run on a workload (it would time another engine again), or None:
+        one whose only difference is its nn runs where a workload uses an nn."""
+        if self.same_value_as and not uses_nn:
             return f"same as {self.same_value_as} (only its nn differs)"
         return None
 
@@ -84,8 +93,18 @@ def torch_engine():
                 for p in self.parameters():
                     p.grad = None
         MLP = TorchMLP
+
+    def cross_entropy(logits, targets):
+        # One node for the batch's loss, as micrograd_c's engine.cross_entropy is one per example:
+        # the loss is 34 of a batch's ~157,000 nodes; the MLP stays 0-d tensors.
+        return torch.nn.functional.cross_entropy(torch.stack([torch.stack(z) for z in logits]),
+                                                 torch.tensor(targets, dtype=torch.float64))
+
+    def set_data(tensor, x):                 # tensor.data = x wants a tensor
+        tensor.data.fill_(x)
+
     return Engine("torch", TorchEngine.Value, MLP, nodes=count_torch_nodes, exp=torch.Tensor.exp,
-                  log=torch.Tensor.log)
+                  log=torch.Tensor.log, cross_entropy=cross_entropy, set_data=set_data)
 
 
 def module_engine(path):
@@ -107,14 +126,16 @@ def builtin_engines():
     import micrograd_c.engine
     import micrograd_c.nn
 
+    # what micrograd_c's engines share, whichever nn builds the graph
+    ours = dict(cross_entropy=micrograd_c.nn.cross_entropy)
     makers = {
         "micrograd_c": lambda: Engine("micrograd_c", micrograd_c.engine.Value, micrograd_c.nn.MLP,
-                                      sum_values=micrograd_c.engine.sum),
+                                      sum_values=micrograd_c.engine.sum, **ours),
         "micrograd_c-replay": lambda: Engine(
             "micrograd_c-replay", micrograd_c.engine.Value, micrograd_c.nn.MLP,
             sum_values=micrograd_c.engine.sum, replays=True, only_on=REPLAYED,
             note=f"micrograd_c, each graph built and compiled once, a run replays it "
-                 f"(forward() and backward()); on {', '.join(REPLAYED)}"),
+                 f"(forward() and backward()); on {', '.join(REPLAYED)}", **ours),
         "floats": lambda: Engine(
             "floats", float, exp=math.exp, log=math.log, forward_only=True,
             only_on=("fastest_autograd",),
@@ -126,7 +147,7 @@ def builtin_engines():
         import micrograd.nn
         makers["micrograd_c-unfused"] = lambda: Engine(
             "micrograd_c-unfused", micrograd_c.engine.Value,
-            upstream.nn_on(micrograd_c.engine).MLP, same_value_as="micrograd_c")
+            upstream.nn_on(micrograd_c.engine).MLP, same_value_as="micrograd_c", **ours)
         makers["micrograd"] = lambda: Engine("micrograd", micrograd.engine.Value, micrograd.nn.MLP)
         makers["micrograd-nogc"] = lambda: Engine("micrograd-nogc", micrograd.engine.Value,
                                                   micrograd.nn.MLP, gc_off=True)

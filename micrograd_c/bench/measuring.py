@@ -7,17 +7,24 @@ import sys
 import time
 import tracemalloc
 
-from micrograd_c.bench.workloads import (Unsupported, chain, expression, fastest_autograd,
-                                         train_step, wide_mlp)
+from micrograd_c.bench.workloads import (DIGITS_BATCH, DIGITS_EPOCHS, DIGITS_LOSSES, Unsupported,
+                                         chain, digits_data, digits_epoch, expression,
+                                         fastest_autograd, train_step, wide_mlp)
 
 # Each workload's engines are compared with upstream, as users run it and with its GC off.
-# Upstream has no exp() or log() for fastest_autograd: there the baselines are micrograd_c,
-# rebuilding its graph, and torch, where the published figures start.
-BASELINES = {"fastest_autograd": ("micrograd_c", "torch")}
+# Upstream has no exp() or log() for fastest_autograd or softmax cross-entropy: there the
+# baselines are micrograd_c, rebuilding its graph, and torch (where fastest_autograd's published
+# figures start).
+BASELINES = {"fastest_autograd": ("micrograd_c", "torch"),
+             ("digits_epoch", "cross_entropy"): ("micrograd_c", "torch"),
+             ("digits_epoch", "squared_error"): ("micrograd", "micrograd-nogc", "torch")}
+# The workloads on which an engine differing from another only by its nn is run
+NN_WORKLOADS = ("train_step", "wide_mlp", "digits_epoch")
 
 
-def baselines(workload):
-    return BASELINES.get(workload, ("micrograd", "micrograd-nogc"))
+def baselines(workload, variant=None):
+    return BASELINES.get((workload, variant),
+                         BASELINES.get(workload, ("micrograd", "micrograd-nogc")))
 
 
 def ratio_key(baseline):
@@ -70,15 +77,23 @@ def recursion_limit_depth(engine):
 
 
 class Task:
-    """One workload (at one size) to time on several engines."""
+    """One workload (at one size, or one variant of it) to time on several engines.
 
-    def __init__(self, workload, setup, rounds, size=None, warmup=True, repeats=1):
+    An engine whose run takes over SLOW_RUN_S is timed only in the first `slow_rounds` rounds
+    (None: in all). `extra` goes into every record."""
+
+    def __init__(self, workload, setup, rounds, size=None, warmup=True, repeats=1, variant=None,
+                 uses_nn=None, slow_rounds=None, extra=None):
         self.workload = workload
         self.setup = setup              # engine -> (run, nodes made by one repeat)
         self.rounds = rounds
         self.size = size
         self.warmup = warmup
         self.repeats = repeats          # a run does the workload this many times
+        self.variant = variant
+        self.uses_nn = workload in NN_WORKLOADS if uses_nn is None else uses_nn
+        self.slow_rounds = slow_rounds
+        self.extra = extra or {}
 
 
 def recursion_failure(engine, failures):
@@ -95,6 +110,9 @@ def recursion_failure(engine, failures):
 # its data and the CPU's caches and TLB had been pushed out. Longer runs are not repeated:
 # that cost is a small part of them.
 REPEAT_BELOW_S = 0.05
+# A run longer than this (upstream's digits batch takes seconds) has few rounds, if its task says
+# so: its median is then of few runs, but its spread is small beside its ratio to the others.
+SLOW_RUN_S = 1.0
 
 
 def measure(task, engines, tick, failures=None):
@@ -103,11 +121,12 @@ def measure(task, engines, tick, failures=None):
     failures = {} if failures is None else failures
     records, runs, last = {}, [], {}
     for engine in (e for e in engines if e.runs(task.workload)):
-        record = {"workload": task.workload, "size": task.size, "engine": engine.name,
-                  "median_s": None, "nodes": None, "times_s": [], "status": "ok"}
+        record = {"workload": task.workload, "size": task.size, "variant": task.variant,
+                  "engine": engine.name, "median_s": None, "nodes": None, "times_s": [],
+                  "status": "ok", **task.extra}
         records[engine.name] = record
-        if engine.duplicate_on(task.workload):
-            record["status"] = engine.duplicate_on(task.workload)
+        if engine.duplicate(task.uses_nn):
+            record["status"] = engine.duplicate(task.uses_nn)
             continue
         if task.workload == "chain" and engine.name in failures:
             record["status"] = failures[engine.name]
@@ -127,7 +146,9 @@ def measure(task, engines, tick, failures=None):
         for r in range(task.rounds):
             for engine, run in (runs if r % 2 == 0 else runs[::-1]):
                 record = records[engine.name]
-                if record["status"] != "ok":
+                slow = task.slow_rounds is not None and r >= task.slow_rounds and \
+                    last.get(engine.name, 0.0) > SLOW_RUN_S
+                if record["status"] != "ok" or slow:
                     continue
                 try:
                     if last.get(engine.name, 0.0) < REPEAT_BELOW_S:
@@ -148,7 +169,7 @@ def measure(task, engines, tick, failures=None):
         record["median_s"] = statistics.median(times)
         record["spread"] = spread(times)
         record["ns_per_node"] = record["median_s"] / record["nodes"] * 1e9
-    for baseline in baselines(task.workload):
+    for baseline in baselines(task.workload, task.variant):
         for record in records.values():
             record[ratio_key(baseline)] = ratio(records.get(baseline), record)
     return list(records.values())
@@ -206,8 +227,8 @@ def memory_records(engines, size, tick):
     for engine in (e for e in engines if e.runs("memory")):
         record = {"workload": "memory", "size": size, "engine": engine.name, "median_s": None,
                   "nodes": size, "ratio_vs_micrograd": None, "ratio_vs_micrograd_nogc": None}
-        if engine.duplicate_on("memory"):
-            record.update(status=engine.duplicate_on("memory"), nodes=None)
+        if engine.duplicate(uses_nn=False):
+            record.update(status=engine.duplicate(uses_nn=False), nodes=None)
         elif engine.name == "torch":
             if os.path.exists("/proc/self/statm") and os.sysconf("SC_PAGE_SIZE") == 4096:
                 record.update(bytes_per_node=torch_bytes_per_node(size), status="ok",
@@ -246,4 +267,13 @@ def plan(workloads, quick):
                               size=points))
         elif workload == "fastest_autograd":
             tasks.append(Task("fastest_autograd", fastest_autograd, 3 if quick else 11))
+        elif workload == "digits_epoch":
+            # A batch takes upstream and torch seconds: they get 1 or 3 rounds, and no warm-up
+            # run (the others' warm-up is the untimed run before each of their short runs).
+            extra = {"batches_per_epoch": len(digits_data()[0]) // DIGITS_BATCH,
+                     "epochs": DIGITS_EPOCHS}
+            for loss in DIGITS_LOSSES:
+                tasks.append(Task("digits_epoch", lambda e, loss=loss: digits_epoch(e, loss),
+                                  3 if quick else 7, warmup=False, variant=loss,
+                                  slow_rounds=1 if quick else 3, extra=extra))
     return tasks

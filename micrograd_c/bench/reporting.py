@@ -1,7 +1,7 @@
-"""Reporting: the text table of results, one block per workload and size."""
+"""Reporting: the text table of results, one block per workload and size (or variant)."""
 import textwrap
 
-from micrograd_c.bench.measuring import baselines, ratio_key
+from micrograd_c.bench.measuring import SLOW_RUN_S, baselines, ratio_key
 from micrograd_c.bench.workloads import PUBLISHED
 
 TITLES = {
@@ -13,8 +13,23 @@ TITLES = {
                         "West\"), 10,000 ops, 17,600 values,\n  forward + backward, from inputs "
                         "i / 100 (not arange(100): written naively, softplus overflows exp there)",
     "memory": "memory: bytes per node of a chain",
+    ("digits_epoch", "cross_entropy"): "digits_epoch: MLP(64, [32, 10]) on scikit-learn's digits, "
+                                       "a step per batch of 32: softmax cross-entropy + backward + "
+                                       "SGD",
+    ("digits_epoch", "squared_error"): "digits_epoch, the loss upstream can express: squared error "
+                                       "against one-hot (it has no exp() or log() for softmax)",
 }
-NOTES = {"fastest_autograd": f"published (M1 MacBook, 10k iterations): {PUBLISHED}"}
+NOTES = {
+    "fastest_autograd": f"published (M1 MacBook, 10k iterations): {PUBLISHED}",
+    ("digits_epoch", "cross_entropy"):
+        "an epoch is {batches_per_epoch} batches (1,437 training digits; the 29 left over join the "
+        "next epoch's shuffle), a run {epochs} epochs (the demo's default): both are the median "
+        "batch times batches, so each ratio holds for a batch, an epoch and a run alike. torch: "
+        "the MLP on 0-d tensors (upstream's nn.py), its loss F.cross_entropy of the stacked "
+        "logits, one node (micrograd_c: engine.cross_entropy, one node per example).",
+    ("digits_epoch", "squared_error"):
+        "squared error: the batch mean of sum((z - one_hot)**2), the same graph on every engine.",
+}
 RATIO_HEADERS = {"micrograd-nogc": "vs nogc"}
 
 
@@ -33,16 +48,21 @@ def format_ratio(ratio):
     return f"{ratio:.2g}x" if ratio < 0.1 else f"{ratio:,.1f}x" if ratio < 100 else f"{ratio:,.0f}x"
 
 
-def columns(workload):
+def columns(workload, variant=None, epochs=None):
     """(header, width, cell of a record) for the timed columns after the engine's name."""
     if workload == "fastest_autograd":       # as published: seconds for 10k iterations
         times = [("per iteration", 15, lambda r: format_time(r["median_s"])),
                  ("10k iterations", 16, lambda r: format_time(r["median_s"] * 10_000))]
+    elif workload == "digits_epoch":         # an epoch and a run: the median batch, times batches
+        times = [("per batch", 11, lambda r: format_time(r["median_s"])),
+                 ("epoch", 10, lambda r: format_time(r["median_s"] * r["batches_per_epoch"])),
+                 (f"{epochs} epochs", 12,
+                  lambda r: format_time(r["median_s"] * r["batches_per_epoch"] * r["epochs"]))]
     else:
         times = [("median", 11, lambda r: format_time(r["median_s"])),
                  ("ns/node", 10, lambda r: f"{r['ns_per_node']:,.0f}")]
     ratios = []
-    for baseline in baselines(workload):
+    for baseline in baselines(workload, variant):
         header = RATIO_HEADERS.get(baseline, f"vs {baseline}")
         ratios.append((header, max(10, len(header) + 2),
                        lambda r, key=ratio_key(baseline): format_ratio(r[key])))
@@ -50,17 +70,36 @@ def columns(workload):
                              ("nodes", 12, lambda r: f"{r['nodes']:,}")]
 
 
-def report(records, skipped, notes=None):
-    """The tables, then {engine: note} and {engine: why it was skipped}."""
+def timed_on_fewer(group):
+    """A note naming the engines timed in fewer rounds than the others (slow ones), or None."""
+    counts = {r["engine"]: len(r["times_s"]) for r in group if r["status"] == "ok"}
+    fewer = [name for name, n in counts.items() if n < max(counts.values())]
+    if not fewer:
+        return None
+    n = counts[fewer[0]]
+    return (f"{', '.join(fewer)}: a batch takes over {SLOW_RUN_S:g} s, so timed on {n} "
+            f"batch{'es' if n > 1 else ''} (the others on {max(counts.values())}); "
+            "the epoch and run are extrapolated.")
+
+
+def table_of(r):
+    return r["workload"], r["size"], r.get("variant")
+
+
+def report(records, skipped, notes=None, skipped_workloads=None):
+    """The tables, then {engine: note}, {engine: why it was skipped} and {workload: why it was
+    skipped}."""
     lines = []
     keys = []
     for r in records:
-        if (r["workload"], r["size"]) not in keys:
-            keys.append((r["workload"], r["size"]))
-    for workload, size in keys:
-        group = [r for r in records if (r["workload"], r["size"]) == (workload, size)]
+        if table_of(r) not in keys:
+            keys.append(table_of(r))
+    for workload, size, variant in keys:
+        group = [r for r in records if table_of(r) == (workload, size, variant)]
         if workload == "wide_mlp":
             title = TITLES[workload] + f", {size} moons points"
+        elif variant is not None:
+            title = TITLES[workload, variant]
         else:
             title = TITLES[workload] + (f", n = {size:,}" if size and workload != "memory" else "")
         lines += ["", title]
@@ -72,20 +111,26 @@ def report(records, skipped, notes=None):
                 else:
                     lines.append(f"  {r['engine']:<22}  {r['status']}")
             continue
-        table = columns(workload)
+        table = columns(workload, variant, group[0].get("epochs"))
         lines.append(f"  {'engine':<22}" + "".join(f"{h:>{w}}" for h, w, _ in table))
         for r in group:
             if r["status"] != "ok":
                 lines.append(f"  {r['engine']:<22}  {r['status']}")
                 continue
             lines.append(f"  {r['engine']:<22}" + "".join(f"{cell(r):>{w}}" for _, w, cell in table))
-        if workload in NOTES:
-            lines.append(textwrap.fill(NOTES[workload], 100, initial_indent="  ",
-                                       subsequent_indent="    "))
+        note = NOTES.get((workload, variant), NOTES.get(workload))
+        fewer = None
+        if workload == "digits_epoch":      # its notes name the record's epoch sizes
+            note, fewer = note.format(**group[0]), timed_on_fewer(group)
+        for text in filter(None, [note, fewer]):
+            lines.append(textwrap.fill(text, 100, initial_indent="  ", subsequent_indent="    "))
     if notes:
         lines += ["", "engines:"] + [textwrap.fill(f"{name}: {note}", 100, initial_indent="  ",
                                                    subsequent_indent="    ")
                                      for name, note in notes.items()]
     if skipped:
         lines += ["", "skipped engines:"] + [f"  {name}: {why}" for name, why in skipped.items()]
+    if skipped_workloads:
+        lines += ["", "skipped workloads:"] + [f"  {name}: {why}"
+                                               for name, why in skipped_workloads.items()]
     return "\n".join(lines)

@@ -1,11 +1,15 @@
 """Workloads: what is run. Each setup returns (run, nodes): a function doing one timed run, and
 the number of graph nodes one run makes. A workload that an engine can't do raises Unsupported."""
+import functools
 import random
 
-import micrograd_c.engine
-from micrograd_c import moons
+import numpy as np
 
-WORKLOADS = ("train_step", "chain", "expression", "wide_mlp", "fastest_autograd", "memory")
+import micrograd_c.engine
+from micrograd_c import digits, moons, optim
+
+WORKLOADS = ("train_step", "chain", "expression", "wide_mlp", "fastest_autograd", "digits_epoch",
+             "memory")
 
 
 class Unsupported(Exception):
@@ -148,3 +152,142 @@ def fastest_autograd(engine, n_operations=10_000):
         build()[-1].backward()
 
     return run, engine.count_nodes(*nodes)
+
+
+# -- digits_epoch: mini-batch training of the digits classifier --------------------------------
+
+DIGITS_BATCH = 32
+DIGITS_EPOCHS = 20          # the digits demo's default
+DIGITS_LR = 0.1             # plain SGD: p.data -= lr * p.grad, on every engine (see sgd())
+# Upstream has no exp() or log(), so no softmax: squared error is the loss every engine can run.
+DIGITS_LOSSES = ("cross_entropy", "squared_error")
+ONE_HOT = np.eye(digits.CLASSES)
+
+
+@functools.lru_cache(maxsize=None)
+def digits_data(seed=0):
+    """The training digits, (images as lists of 64 floats, labels as ints), loaded once."""
+    X, y, _, _ = digits.load(seed)
+    return X.tolist(), y.tolist()
+
+
+def missing(workload):
+    """Why `workload` can't run here (a package it needs is not installed), or None."""
+    if workload == "digits_epoch":
+        try:
+            digits_data()
+        except ImportError as error:
+            return str(error)
+    return None
+
+
+def squared_error(logits, targets, sum_values=sum):
+    """The batch mean of sum((z - target)**2) over each example's logits and one-hot target."""
+    return sum_values([(z - t) ** 2 for zs, ts in zip(logits, targets)
+                       for z, t in zip(zs, ts)]) * (1.0 / len(logits))
+
+
+def digits_loss(engine, loss):
+    """loss(logits, one-hot targets) for `engine`: its softmax cross-entropy or squared error."""
+    if loss == "squared_error":
+        return lambda logits, targets: squared_error(logits, targets, engine.sum_values)
+    if engine.cross_entropy is None:
+        raise Unsupported(f"{engine.name}'s Value has no exp() or log(), so no softmax "
+                          "cross-entropy (see the squared-error table)")
+    return engine.cross_entropy
+
+
+def digits_model(engine, seed=0):
+    """engine's MLP(64, [32, 10]) with the weights of digits.make_model(seed), copied in."""
+    needs_mlp(engine)
+    model = engine.MLP(64, [32, digits.CLASSES])
+    weights = [p.data for p in digits.make_model(seed).parameters()]
+    parameters = model.parameters()
+    if len(parameters) != len(weights):
+        raise Unsupported(f"its MLP(64, [32, 10]) has {len(parameters)} parameters, not "
+                          f"{len(weights)}")
+    for p, w in zip(parameters, weights):
+        engine.set_data(p, w)
+    return model
+
+
+def digits_graph(engine, model, loss_of, images, labels):
+    """The loss of a batch of images (lists of floats) and labels, its graph built anew."""
+    logits = [model(list(map(engine.Value, image))) for image in images]
+    return loss_of(logits, ONE_HOT[labels].tolist())
+
+
+class PythonSGD:
+    """p.data -= lr * p.grad for each parameter, in Python, as upstream's demo updates: what
+    every engine can run. zero_grad() is the model's."""
+
+    def __init__(self, model, lr):
+        self.model, self.parameters, self.lr = model, model.parameters(), lr
+
+    def zero_grad(self):
+        self.model.zero_grad()
+
+    def step(self):
+        for p in self.parameters:
+            p.data -= self.lr * p.grad
+
+
+def sgd(model, lr):
+    """Plain SGD for model's parameters. On micrograd_c's Values, micrograd_c.optim.SGD: the same
+    update and numbers, in bulk. Measured on a replayed digits step, the Python loop and
+    zero_grad() took 350 us of its 550 (optim.SGD: 60 us): the loop, not the engine, would be
+    timed. On the others the loop is 1-2% of a step."""
+    parameters = model.parameters()
+    if all(isinstance(p, micrograd_c.engine.Value) for p in parameters):
+        return optim.SGD(parameters, lr)
+    return PythonSGD(model, lr)
+
+
+def digits_epoch(engine, loss="cross_entropy", seed=0, model=None):
+    """One SGD step of the digits classifier on a batch of 32; returns (run, nodes). Each run
+    trains `model` (default: digits_model(engine, seed)) on the next batch of a shuffled epoch,
+    the same batches in the same order on every engine; an engine that replays builds and
+    compiles one batch's graph, with the images and one-hot labels as leaves set in place, as
+    digits.Batch does."""
+    loss_of = digits_loss(engine, loss)
+    images, labels = digits_data(seed)
+    model = digits_model(engine, seed) if model is None else model
+    optimizer = sgd(model, DIGITS_LR)
+    batches = digits.batches(len(images), DIGITS_BATCH, np.random.default_rng(seed))
+    if engine.replays:
+        pixels = [[engine.Value(0.0) for _ in images[0]] for _ in range(DIGITS_BATCH)]
+        one_hot = [[engine.Value(0.0) for _ in range(digits.CLASSES)] for _ in range(DIGITS_BATCH)]
+        replay = micrograd_c.engine.compile(loss_of(list(map(model, pixels)), one_hot))
+        leaves = [v for row in pixels + one_hot for v in row]
+        X, y = np.array(images), np.array(labels)
+
+        def step(rows):
+            micrograd_c.engine.copy_from_array(
+                leaves, np.concatenate([X[rows].ravel(), ONE_HOT[y[rows]].ravel()]))
+            replay.forward()
+            optimizer.zero_grad()
+            replay.backward()
+            optimizer.step()
+        nodes = len(replay)
+    else:
+        def step(rows):
+            batch_loss = digits_graph(engine, model, loss_of, [images[i] for i in rows],
+                                      [labels[i] for i in rows])
+            optimizer.zero_grad()
+            batch_loss.backward()
+            optimizer.step()
+
+        # A batch's graph grows by the same nodes per example: count graphs of 1 and 2 examples,
+        # not a batch (upstream takes seconds to build one).
+        one, two = (engine.count_nodes(digits_graph(engine, model, loss_of, images[:n],
+                                                    labels[:n])) for n in (1, 2))
+        nodes = one + (DIGITS_BATCH - 1) * (two - one)
+    k = 0
+
+    def run():
+        nonlocal k
+        step(batches[k % len(batches)])
+        k += 1
+
+    return run, nodes
+
