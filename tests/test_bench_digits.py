@@ -106,7 +106,7 @@ def test_records_report_and_plot(tmp_path):
     for r in records:
         assert r["status"] == "ok" and r["median_s"] > 0 and len(r["times_s"]) == 2
         assert (r["batches_per_epoch"], r["epochs"]) == (1437 // 32, 20)
-        assert r["variant"] in DIGITS_LOSSES
+        assert r["variant"] in DIGITS_LOSSES and r["phase"] is None
     by_loss = {loss: {r["engine"]: r for r in records if r["variant"] == loss}
                for loss in DIGITS_LOSSES}
     assert by_loss["cross_entropy"]["micrograd_c"]["ratio_vs_micrograd_c"] == 1.0

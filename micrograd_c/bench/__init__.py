@@ -28,6 +28,12 @@ Workloads
                micrograd_c's Values (the Python loop would be most of a replayed step), the loop
                p.data -= lr * p.grad elsewhere: the same numbers. Needs scikit-learn (pip install
                'micrograd_c[demo]'); without it the workload is skipped
+  grad_graph   gradients as a graph: build a graph (forward), then grad(output, inputs,
+               create_graph=True) on it (micrograd_c's engine.grad; torch.autograd.grad on 0-d
+               tensors): each engine's grad/forward ratio (reverse mode: a small constant, ~3)
+               and its grad against torch's. On the demo's loss (with respect to the 337
+               parameters; torch and micrograd_c-unfused on upstream's nn.py: the same graph)
+               and on fastest_autograd's graph (with respect to its 100 inputs)
   memory       bytes per graph node, from a chain of 1e6 nodes (1e5 with --quick)
 
 Engines: micrograd_c (micrograd_c.nn, fused neurons), micrograd_c-unfused (upstream's nn.py on
@@ -71,12 +77,12 @@ from micrograd_c.bench.measuring import (Task, measure, memory_records, plan, ra
 from micrograd_c.bench.plotting import plot
 from micrograd_c.bench.reporting import report
 from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, digits_epoch, expression,
-                                         fastest_autograd, missing, rogozhnikov_graph,
+                                         fastest_autograd, grad_graph, missing, rogozhnikov_graph,
                                          squared_error, train_step, wide_mlp)
 
 __all__ = ["BUILTIN", "WORKLOADS", "Engine", "Task", "Unsupported", "available_engines", "chain",
-           "digits_epoch", "expression", "fastest_autograd", "main", "measure", "memory_records",
-           "missing", "plan", "plot", "ratio", "recursion_limit_depth", "report",
+           "digits_epoch", "expression", "fastest_autograd", "grad_graph", "main", "measure",
+           "memory_records", "missing", "plan", "plot", "ratio", "recursion_limit_depth", "report",
            "rogozhnikov_graph", "squared_error", "train_step", "wide_mlp"]
 
 
@@ -130,7 +136,9 @@ def main(argv=None):
 
     skipped_workloads = {w: why for w in args.workloads if (why := missing(w))}
     tasks = plan([w for w in args.workloads if w not in skipped_workloads], args.quick)
-    runs = sum((task.rounds + 1) * sum(e.runs(task.workload) for e in engines) for task in tasks)
+    # a setup, then a run per phase per round, for each engine
+    runs = sum((1 + task.rounds * len(task.phases)) * sum(e.runs(task.workload) for e in engines)
+               for task in tasks)
     runs += sum(e.runs("memory") for e in engines) if "memory" in args.workloads else 0
     progress = Progress(runs)
     records, failures = [], {}

@@ -22,13 +22,15 @@ class Engine:
     `exp` and `log` are functions (default: the Value's methods, if it has them). An engine that
     `replays` builds each workload's graph once and replays it (engine.compile); a
     `forward_only` one has no autograd. `cross_entropy(logits, one_hot_targets)` is a batch's
-    mean softmax cross-entropy (None: the engine has none); `set_data(value, x)` sets a
+    mean softmax cross-entropy and `gradient_graph(output, inputs)` the gradients as a graph
+    that can be differentiated again (None: the engine has none); `set_data(value, x)` sets a
     parameter's number. `only_on` lists the workloads an engine is run on (None: all); `note` is
     what a reader of its results should know."""
 
     def __init__(self, name, Value, MLP=None, gc_off=False, sum_values=sum, nodes=None,
                  same_value_as=None, exp=None, log=None, replays=False, forward_only=False,
-                 only_on=None, note=None, cross_entropy=None, set_data=set_data):
+                 only_on=None, note=None, cross_entropy=None, gradient_graph=None,
+                 set_data=set_data):
         self.name = name
         self.Value = Value
         self.MLP = MLP
@@ -43,6 +45,7 @@ class Engine:
         self.only_on = only_on
         self.note = note
         self.cross_entropy = cross_entropy
+        self.gradient_graph = gradient_graph
         self.set_data = set_data
 
     def runs(self, workload):
@@ -100,11 +103,15 @@ def torch_engine():
         return torch.nn.functional.cross_entropy(torch.stack([torch.stack(z) for z in logits]),
                                                  torch.tensor(targets, dtype=torch.float64))
 
+    def gradient_graph(output, inputs):      # None for an input the output does not depend on
+        return torch.autograd.grad(output, inputs, create_graph=True, allow_unused=True)
+
     def set_data(tensor, x):                 # tensor.data = x wants a tensor
         tensor.data.fill_(x)
 
     return Engine("torch", TorchEngine.Value, MLP, nodes=count_torch_nodes, exp=torch.Tensor.exp,
-                  log=torch.Tensor.log, cross_entropy=cross_entropy, set_data=set_data)
+                  log=torch.Tensor.log, cross_entropy=cross_entropy,
+                  gradient_graph=gradient_graph, set_data=set_data)
 
 
 def module_engine(path):
@@ -126,8 +133,11 @@ def builtin_engines():
     import micrograd_c.engine
     import micrograd_c.nn
 
+    def gradient_graph(output, inputs):
+        return micrograd_c.engine.grad(output, inputs, create_graph=True)
+
     # what micrograd_c's engines share, whichever nn builds the graph
-    ours = dict(cross_entropy=micrograd_c.nn.cross_entropy)
+    ours = dict(cross_entropy=micrograd_c.nn.cross_entropy, gradient_graph=gradient_graph)
     makers = {
         "micrograd_c": lambda: Engine("micrograd_c", micrograd_c.engine.Value, micrograd_c.nn.MLP,
                                       sum_values=micrograd_c.engine.sum, **ours),

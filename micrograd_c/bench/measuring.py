@@ -7,17 +7,19 @@ import sys
 import time
 import tracemalloc
 
-from micrograd_c.bench.workloads import (DIGITS_BATCH, DIGITS_EPOCHS, DIGITS_LOSSES, Unsupported,
-                                         chain, digits_data, digits_epoch, expression,
-                                         fastest_autograd, train_step, wide_mlp)
+from micrograd_c.bench.workloads import (DIGITS_BATCH, DIGITS_EPOCHS, DIGITS_LOSSES, GRAD_GRAPHS,
+                                         Unsupported, chain, digits_data, digits_epoch,
+                                         expression, fastest_autograd, grad_graph, train_step,
+                                         wide_mlp)
 
 # Each workload's engines are compared with upstream, as users run it and with its GC off.
 # Upstream has no exp() or log() for fastest_autograd or softmax cross-entropy: there the
 # baselines are micrograd_c, rebuilding its graph, and torch (where fastest_autograd's published
-# figures start).
+# figures start). Upstream has no gradients as graphs: grad_graph compares with torch.
 BASELINES = {"fastest_autograd": ("micrograd_c", "torch"),
              ("digits_epoch", "cross_entropy"): ("micrograd_c", "torch"),
-             ("digits_epoch", "squared_error"): ("micrograd", "micrograd-nogc", "torch")}
+             ("digits_epoch", "squared_error"): ("micrograd", "micrograd-nogc", "torch"),
+             "grad_graph": ("torch",)}
 # The workloads on which an engine differing from another only by its nn is run
 NN_WORKLOADS = ("train_step", "wide_mlp", "digits_epoch")
 
@@ -79,11 +81,12 @@ def recursion_limit_depth(engine):
 class Task:
     """One workload (at one size, or one variant of it) to time on several engines.
 
-    An engine whose run takes over SLOW_RUN_S is timed only in the first `slow_rounds` rounds
-    (None: in all). `extra` goes into every record."""
+    With `phases` (names), setup returns one (run, nodes) per phase, each timed in every round
+    and recorded apart. An engine whose run takes over SLOW_RUN_S is timed only in the first
+    `slow_rounds` rounds (None: in all). `extra` goes into every record."""
 
     def __init__(self, workload, setup, rounds, size=None, warmup=True, repeats=1, variant=None,
-                 uses_nn=None, slow_rounds=None, extra=None):
+                 phases=None, uses_nn=None, slow_rounds=None, extra=None):
         self.workload = workload
         self.setup = setup              # engine -> (run, nodes made by one repeat)
         self.rounds = rounds
@@ -91,6 +94,7 @@ class Task:
         self.warmup = warmup
         self.repeats = repeats          # a run does the workload this many times
         self.variant = variant
+        self.phases = phases or (None,)
         self.uses_nn = workload in NN_WORKLOADS if uses_nn is None else uses_nn
         self.slow_rounds = slow_rounds
         self.extra = extra or {}
@@ -116,47 +120,52 @@ SLOW_RUN_S = 1.0
 
 
 def measure(task, engines, tick, failures=None):
-    """Times task on every engine, alternating; returns one record per engine. `failures`
-    remembers engines that hit RecursionError, so longer chains are not tried on them."""
+    """Times task on every engine, alternating; returns one record per engine (and phase).
+    `failures` remembers engines that hit RecursionError, so longer chains are not tried on
+    them."""
     failures = {} if failures is None else failures
-    records, runs, last = {}, [], {}
+    records, runs, last = {}, [], {}        # records and last times by (engine name, phase)
     for engine in (e for e in engines if e.runs(task.workload)):
-        record = {"workload": task.workload, "size": task.size, "variant": task.variant,
-                  "engine": engine.name, "median_s": None, "nodes": None, "times_s": [],
-                  "status": "ok", **task.extra}
-        records[engine.name] = record
-        if engine.duplicate(task.uses_nn):
-            record["status"] = engine.duplicate(task.uses_nn)
-            continue
+        mine = []
+        for phase in task.phases:
+            mine.append({"workload": task.workload, "size": task.size, "variant": task.variant,
+                         "phase": phase, "engine": engine.name, "median_s": None, "nodes": None,
+                         "times_s": [], "status": "ok", **task.extra})
+            records[engine.name, phase] = mine[-1]
+        status = engine.duplicate(task.uses_nn)
         if task.workload == "chain" and engine.name in failures:
-            record["status"] = failures[engine.name]
-            continue
+            status = failures[engine.name]
         try:
-            run, record["nodes"] = task.setup(engine)
-            if task.warmup:
-                last[engine.name] = timed(engine, run)
-            runs.append((engine, run))
+            if status is None:
+                setups = task.setup(engine)
+                if task.phases == (None,):
+                    setups = [setups]
+                for record, (run, record["nodes"]) in zip(mine, setups):
+                    if task.warmup:
+                        last[engine.name, record["phase"]] = timed(engine, run)
+                    runs.append((engine, record, run))
         except Unsupported as reason:
-            record["status"] = f"skipped: {reason}"
+            status = f"skipped: {reason}"
         except RecursionError:
-            record["status"] = recursion_failure(engine, failures)
+            status = recursion_failure(engine, failures)
+        for record in mine:
+            record["status"] = status or "ok"
         tick()
     gc.freeze()
     try:
         for r in range(task.rounds):
-            for engine, run in (runs if r % 2 == 0 else runs[::-1]):
-                record = records[engine.name]
+            for engine, record, run in (runs if r % 2 == 0 else runs[::-1]):
+                key = engine.name, record["phase"]
                 slow = task.slow_rounds is not None and r >= task.slow_rounds and \
-                    last.get(engine.name, 0.0) > SLOW_RUN_S
-                if record["status"] != "ok" or slow:
-                    continue
-                try:
-                    if last.get(engine.name, 0.0) < REPEAT_BELOW_S:
-                        timed(engine, run)
-                    last[engine.name] = timed(engine, run)
-                    record["times_s"].append(last[engine.name])
-                except RecursionError:
-                    record["status"] = recursion_failure(engine, failures)
+                    last.get(key, 0.0) > SLOW_RUN_S
+                if record["status"] == "ok" and not slow:
+                    try:
+                        if last.get(key, 0.0) < REPEAT_BELOW_S:
+                            timed(engine, run)
+                        last[key] = timed(engine, run)
+                        record["times_s"].append(last[key])
+                    except RecursionError:
+                        record["status"] = recursion_failure(engine, failures)
                 tick()
     finally:
         gc.unfreeze()
@@ -170,8 +179,12 @@ def measure(task, engines, tick, failures=None):
         record["spread"] = spread(times)
         record["ns_per_node"] = record["median_s"] / record["nodes"] * 1e9
     for baseline in baselines(task.workload, task.variant):
-        for record in records.values():
-            record[ratio_key(baseline)] = ratio(records.get(baseline), record)
+        for (_, phase), record in records.items():
+            record[ratio_key(baseline)] = ratio(records.get((baseline, phase)), record)
+    first = task.phases[0]
+    for (name, phase), record in records.items():
+        if phase != first:                  # e.g. times_forward: the grad graph / the forward
+            record["times_" + first] = ratio(record, records[name, first])
     return list(records.values())
 
 
@@ -276,4 +289,9 @@ def plan(workloads, quick):
                 tasks.append(Task("digits_epoch", lambda e, loss=loss: digits_epoch(e, loss),
                                   3 if quick else 7, warmup=False, variant=loss,
                                   slow_rounds=1 if quick else 3, extra=extra))
+        elif workload == "grad_graph":
+            for graph in GRAD_GRAPHS:
+                tasks.append(Task("grad_graph", lambda e, graph=graph: grad_graph(e, graph),
+                                  2 if quick else 9, variant=graph, phases=("forward", "grad"),
+                                  uses_nn=graph == "demo_loss"))
     return tasks

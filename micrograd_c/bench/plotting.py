@@ -6,8 +6,8 @@ import micrograd_c
 from micrograd_c.bench.reporting import format_ratio, format_time
 from micrograd_c.bench.workloads import PUBLISHED
 
-# The bars against upstream: (workload, variant) and its label. digits_epoch's cross-entropy is
-# left out: upstream can't run it.
+# The bars against upstream: (workload, variant) and its label. digits_epoch's cross-entropy and
+# grad_graph are left out: upstream can run neither.
 BARS = {("train_step", None): "train_step", ("expression", None): "expression",
         ("wide_mlp", None): "wide_mlp",
         ("digits_epoch", "squared_error"): "digits_epoch\n(squared error)"}

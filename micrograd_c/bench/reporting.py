@@ -18,6 +18,12 @@ TITLES = {
                                        "SGD",
     ("digits_epoch", "squared_error"): "digits_epoch, the loss upstream can express: squared error "
                                        "against one-hot (it has no exp() or log() for softmax)",
+    ("grad_graph", "demo_loss"): "grad_graph: the demo's loss, MLP(2, [16, 16, 1]) on 100 moons "
+                                 "points, built (forward),\n  then grad(loss, parameters, "
+                                 "create_graph=True): the gradients as a graph",
+    ("grad_graph", "fastest_autograd"): "grad_graph: Rogozhnikov's graph (fastest_autograd) built "
+                                        "(forward), then grad(last value, the 100 inputs, "
+                                        "create_graph=True)",
 }
 NOTES = {
     "fastest_autograd": f"published (M1 MacBook, 10k iterations): {PUBLISHED}",
@@ -29,6 +35,15 @@ NOTES = {
         "logits, one node (micrograd_c: engine.cross_entropy, one node per example).",
     ("digits_epoch", "squared_error"):
         "squared error: the batch mean of sum((z - one_hot)**2), the same graph on every engine.",
+    ("grad_graph", "demo_loss"):
+        "grad/fwd: the gradient graph's time over the forward's, median of per-round ratios "
+        "(reverse mode: a gradient costs a small constant, ~3, times its function's ops). "
+        "torch: torch.autograd.grad(create_graph=True) on 0-d tensors, the MLP on upstream's "
+        "nn.py: micrograd_c-unfused's graph, node for node. nodes: made by the forward; + grad: "
+        "added by the gradient graph.",
+    ("grad_graph", "fastest_autograd"):
+        "the forward builds all 17,600 values; the gradient covers the 15,012 the last depends "
+        "on (17 of the 100 inputs).",
 }
 RATIO_HEADERS = {"micrograd-nogc": "vs nogc"}
 
@@ -50,6 +65,14 @@ def format_ratio(ratio):
 
 def columns(workload, variant=None, epochs=None):
     """(header, width, cell of a record) for the timed columns after the engine's name."""
+    if workload == "grad_graph":             # a row is both phases: see by_engine()
+        return [("forward", 11, lambda r: format_time(r["forward_s"])),
+                ("grad graph", 12, lambda r: format_time(r["median_s"])),
+                ("grad/fwd", 10, lambda r: format_ratio(r["times_forward"])),
+                ("grad vs torch", 15, lambda r: format_ratio(r["ratio_vs_torch"])),
+                ("spread", 9, lambda r: "±" + format(r["spread"], ".0%")),
+                ("nodes", 10, lambda r: f"{r['forward_nodes']:,}"),
+                ("+ grad", 10, lambda r: f"{r['nodes']:,}")]
     if workload == "fastest_autograd":       # as published: seconds for 10k iterations
         times = [("per iteration", 15, lambda r: format_time(r["median_s"])),
                  ("10k iterations", 16, lambda r: format_time(r["median_s"] * 10_000))]
@@ -68,6 +91,21 @@ def columns(workload, variant=None, epochs=None):
                        lambda r, key=ratio_key(baseline): format_ratio(r[key])))
     return times + ratios + [("spread", 9, lambda r: "±" + format(r["spread"], ".0%")),
                              ("nodes", 12, lambda r: f"{r['nodes']:,}")]
+
+
+def by_engine(group):
+    """grad_graph's records, one row per engine: the grad phase's, with the forward's time,
+    nodes and spread beside."""
+    rows = []
+    for forward in (r for r in group if r["phase"] == "forward"):
+        grad = next(r for r in group if r["engine"] == forward["engine"] and r["phase"] == "grad")
+        row = dict(grad, forward_s=forward["median_s"], forward_nodes=forward["nodes"])
+        if forward["status"] != "ok":
+            row["status"] = forward["status"]
+        elif grad["status"] == "ok":
+            row["spread"] = max(forward["spread"], grad["spread"])
+        rows.append(row)
+    return rows
 
 
 def timed_on_fewer(group):
@@ -113,7 +151,7 @@ def report(records, skipped, notes=None, skipped_workloads=None):
             continue
         table = columns(workload, variant, group[0].get("epochs"))
         lines.append(f"  {'engine':<22}" + "".join(f"{h:>{w}}" for h, w, _ in table))
-        for r in group:
+        for r in by_engine(group) if workload == "grad_graph" else group:
             if r["status"] != "ok":
                 lines.append(f"  {r['engine']:<22}  {r['status']}")
                 continue

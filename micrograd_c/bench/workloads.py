@@ -1,5 +1,6 @@
 """Workloads: what is run. Each setup returns (run, nodes): a function doing one timed run, and
-the number of graph nodes one run makes. A workload that an engine can't do raises Unsupported."""
+the number of graph nodes one run makes; a workload timed in phases (grad_graph) returns one
+(run, nodes) per phase. A workload that an engine can't do raises Unsupported."""
 import functools
 import random
 
@@ -9,7 +10,7 @@ import micrograd_c.engine
 from micrograd_c import digits, moons, optim
 
 WORKLOADS = ("train_step", "chain", "expression", "wide_mlp", "fastest_autograd", "digits_epoch",
-             "memory")
+             "grad_graph", "memory")
 
 
 class Unsupported(Exception):
@@ -291,3 +292,41 @@ def digits_epoch(engine, loss="cross_entropy", seed=0, model=None):
 
     return run, nodes
 
+
+# -- grad_graph: gradients as a graph, against the forward graph ------------------------------
+
+GRAD_GRAPHS = ("demo_loss", "fastest_autograd")
+
+
+def graph_to_differentiate(engine, graph="demo_loss", n_operations=10_000):
+    """(build, inputs): build() makes the demo's loss or Rogozhnikov's graph (of n_operations)
+    and returns every value made, the output last; its gradient is taken with respect to
+    `inputs` (the model's parameters, or the 100 inputs)."""
+    if graph == "demo_loss":
+        needs_mlp(engine)
+        X, y = moons.demo_data()
+        random.seed(1337)
+        model = engine.MLP(2, [16, 16, 1])
+        return (lambda: [moons.loss_and_scores(model, X, y, engine.Value, engine.sum_values)[0]],
+                model.parameters())
+    if engine.exp is None or engine.log is None:
+        raise Unsupported(f"{engine.name}'s Value has no exp() or log()")
+    inputs = list(map(engine.Value, ROGOZHNIKOV_INPUTS))
+    return (lambda: rogozhnikov_graph(inputs, engine.exp, engine.log, engine.sum_values,
+                                      n_operations), inputs)
+
+
+def grad_graph(engine, graph="demo_loss"):
+    """Build a graph, then its gradient as a graph, grad(create_graph=True). Returns
+    [(build, nodes it makes), (gradient, nodes it adds)]: the two phases to time."""
+    if engine.gradient_graph is None:
+        raise Unsupported(f"{engine.name} has no gradients as a graph (create_graph)")
+    build, inputs = graph_to_differentiate(engine, graph)
+    values = build()
+
+    def gradient():
+        return engine.gradient_graph(values[-1], inputs)
+
+    made = engine.count_nodes(*values)
+    gradients = [g for g in gradient() if g is not None]
+    return [(build, made), (gradient, engine.count_nodes(*values, *gradients) - made)]
