@@ -135,14 +135,23 @@ def test_a_slow_engine_is_timed_in_its_first_rounds_only(monkeypatch):
     monkeypatch.setattr(measuring, "SLOW_RUN_S", 0.05)
     fast, slow = bench.Engine("fast", float), bench.Engine("slow", float)
     runs = {"fast": lambda: None, "slow": lambda: time.sleep(0.1)}
-    task = bench.Task("digits_epoch", lambda e: (runs[e.name], 1), 3, warmup=False,
-                      variant="squared_error", slow_rounds=1,
+    calls = {"fast": 0, "slow": 0}
+
+    def setup(engine):
+        def run():
+            calls[engine.name] += 1
+            runs[engine.name]()
+        return run, 1
+
+    task = bench.Task("digits_epoch", setup, 3, variant="squared_error", slow_rounds=2,
                       extra={"batches_per_epoch": 44, "epochs": 20})
     records = {r["engine"]: r for r in bench.measure(task, [fast, slow], tick=lambda: None)}
-    assert len(records["fast"]["times_s"]) == 3 and len(records["slow"]["times_s"]) == 1
+    assert len(records["fast"]["times_s"]) == 3 and len(records["slow"]["times_s"]) == 2
+    # the slow one's warm-up is its first timed run; the fast one runs untimed before each
+    assert calls == {"fast": 1 + 2 * 3, "slow": 2}
     assert records["fast"]["ratio_vs_micrograd"] is None
-    text = bench.report(list(records.values()), {})
-    assert "slow: a batch takes over" in text and "timed on 1 batch (the others on 3)" in text
+    text = " ".join(bench.report(list(records.values()), {}).split())      # unwrapped
+    assert "slow: a batch takes over" in text and "timed on 2 batches (the others on 3)" in text
 
 
 def test_without_scikit_learn_the_workload_is_skipped_naming_the_extra(monkeypatch, capsys):

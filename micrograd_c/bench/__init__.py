@@ -53,9 +53,9 @@ Method (these machines are shared and noisy: no absolute time is trusted alone)
 - A run shorter than 50 ms is run once more, untimed, just before each timed run, so that what
   precedes it is its own previous run, as in a training loop, and not another engine's
   garbage and flushed caches (which made a 0.2 ms replay step measure 0.3-0.6 ms).
-- digits_epoch has no warm-up run (the untimed run above warms the short ones), and a batch
-  that takes over 1 s (upstream's, torch's) is timed in the first round only (3 in a full run):
-  their epoch is extrapolated from 1 or 3 batches, the others' from 3 or 7.
+- On digits_epoch, an engine whose batch takes over 1 s (upstream's, torch's) is timed on 1
+  batch (3 in a full run), its warm-up run the first: its epoch is extrapolated from 1 or 3
+  batches, the others' from 3 or 7.
 - The cyclic GC runs at Python's default thresholds, as users have it. Each engine's timed
   region ends with a timed gc.collect(), after an untimed one before it, so each pays for its
   own garbage: upstream's nodes are reference cycles that only the GC frees, and would

@@ -82,8 +82,9 @@ class Task:
     """One workload (at one size, or one variant of it) to time on several engines.
 
     With `phases` (names), setup returns one (run, nodes) per phase, each timed in every round
-    and recorded apart. An engine whose run takes over SLOW_RUN_S is timed only in the first
-    `slow_rounds` rounds (None: in all). `extra` goes into every record."""
+    and recorded apart. An engine whose warm-up run takes over SLOW_RUN_S is timed `slow_rounds`
+    times in all, its warm-up the first (None: in every round). `extra` goes into every
+    record."""
 
     def __init__(self, workload, setup, rounds, size=None, warmup=True, repeats=1, variant=None,
                  phases=None, uses_nn=None, slow_rounds=None, extra=None):
@@ -114,9 +115,15 @@ def recursion_failure(engine, failures):
 # its data and the CPU's caches and TLB had been pushed out. Longer runs are not repeated:
 # that cost is a small part of them.
 REPEAT_BELOW_S = 0.05
-# A run longer than this (upstream's digits batch takes seconds) has few rounds, if its task says
-# so: its median is then of few runs, but its spread is small beside its ratio to the others.
+# A run longer than this (upstream's digits batch takes seconds) is timed a few times only, if its
+# task says so, its warm-up the first: what a warm-up is for (first-call costs, caches) is a
+# small part of seconds. Its median is then of few runs, but its spread is small beside its
+# ratio to the others.
 SLOW_RUN_S = 1.0
+
+
+def slow(task, seconds):
+    return task.slow_rounds is not None and seconds > SLOW_RUN_S
 
 
 def measure(task, engines, tick, failures=None):
@@ -141,8 +148,6 @@ def measure(task, engines, tick, failures=None):
                 if task.phases == (None,):
                     setups = [setups]
                 for record, (run, record["nodes"]) in zip(mine, setups):
-                    if task.warmup:
-                        last[engine.name, record["phase"]] = timed(engine, run)
                     runs.append((engine, record, run))
         except Unsupported as reason:
             status = f"skipped: {reason}"
@@ -151,21 +156,29 @@ def measure(task, engines, tick, failures=None):
         for record in mine:
             record["status"] = status or "ok"
         tick()
+
+    def time_once(engine, record, run, warmup=False):
+        key = engine.name, record["phase"]
+        try:
+            if not warmup and last.get(key, 0.0) < REPEAT_BELOW_S:
+                timed(engine, run)
+            last[key] = timed(engine, run)
+        except RecursionError:
+            record["status"] = recursion_failure(engine, failures)
+            return
+        if not warmup or slow(task, last[key]):         # a slow warm-up is a timed run
+            record["times_s"].append(last[key])
+
     gc.freeze()
     try:
+        for engine, record, run in (runs if task.warmup else []):
+            time_once(engine, record, run, warmup=True)
         for r in range(task.rounds):
             for engine, record, run in (runs if r % 2 == 0 else runs[::-1]):
-                key = engine.name, record["phase"]
-                slow = task.slow_rounds is not None and r >= task.slow_rounds and \
-                    last.get(key, 0.0) > SLOW_RUN_S
-                if record["status"] == "ok" and not slow:
-                    try:
-                        if last.get(key, 0.0) < REPEAT_BELOW_S:
-                            timed(engine, run)
-                        last[key] = timed(engine, run)
-                        record["times_s"].append(last[key])
-                    except RecursionError:
-                        record["status"] = recursion_failure(engine, failures)
+                timed_enough = slow(task, last.get((engine.name, record["phase"]), 0.0)) and \
+                    len(record["times_s"]) >= task.slow_rounds
+                if record["status"] == "ok" and not timed_enough:
+                    time_once(engine, record, run)
                 tick()
     finally:
         gc.unfreeze()
@@ -281,17 +294,16 @@ def plan(workloads, quick):
         elif workload == "fastest_autograd":
             tasks.append(Task("fastest_autograd", fastest_autograd, 3 if quick else 11))
         elif workload == "digits_epoch":
-            # A batch takes upstream and torch seconds: they get 1 or 3 rounds, and no warm-up
-            # run (the others' warm-up is the untimed run before each of their short runs).
+            # A batch takes upstream and torch seconds: they are timed on 1 or 3 batches.
             extra = {"batches_per_epoch": len(digits_data()[0]) // DIGITS_BATCH,
                      "epochs": DIGITS_EPOCHS}
             for loss in DIGITS_LOSSES:
                 tasks.append(Task("digits_epoch", lambda e, loss=loss: digits_epoch(e, loss),
-                                  3 if quick else 7, warmup=False, variant=loss,
-                                  slow_rounds=1 if quick else 3, extra=extra))
+                                  3 if quick else 7, variant=loss, slow_rounds=1 if quick else 3,
+                                  extra=extra))
         elif workload == "grad_graph":
             for graph in GRAD_GRAPHS:
                 tasks.append(Task("grad_graph", lambda e, graph=graph: grad_graph(e, graph),
-                                  2 if quick else 9, variant=graph, phases=("forward", "grad"),
+                                  1 if quick else 9, variant=graph, phases=("forward", "grad"),
                                   uses_nn=graph == "demo_loss"))
     return tasks
