@@ -130,7 +130,7 @@ def test_upstream_has_no_cross_entropy_and_says_why():
     assert records[0]["status"].startswith("skipped: micrograd's Value has no exp() or log()")
 
 
-def test_a_slow_engine_is_timed_in_its_first_rounds_only(monkeypatch):
+def test_a_slow_engine_is_timed_a_few_times_its_warm_up_first(monkeypatch):
     import time
     monkeypatch.setattr(measuring, "SLOW_RUN_S", 0.05)
     fast, slow = bench.Engine("fast", float), bench.Engine("slow", float)

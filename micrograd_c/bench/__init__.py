@@ -59,10 +59,11 @@ Method (these machines are shared and noisy: no absolute time is trusted alone)
 - The cyclic GC runs at Python's default thresholds, as users have it. Each engine's timed
   region ends with a timed gc.collect(), after an untimed one before it, so each pays for its
   own garbage: upstream's nodes are reference cycles that only the GC frees, and would
-  otherwise be collected during the next engine's turn. Objects made before timing starts
-  (modules, models, data) are frozen (gc.freeze) so that this collection measures the engine's
-  garbage, not the size of this process. micrograd-nogc runs with the GC off and is collected
-  untimed afterwards.
+  otherwise be collected during the next engine's turn. What lives before each timed run
+  (modules, models, data, other engines' gradients) is frozen (gc.freeze) so that this
+  collection measures the engine's garbage, not the size of this process (torch's digits
+  gradients made a replayed step measure twice its time). micrograd-nogc runs with the GC off
+  and is collected untimed afterwards.
 """
 import argparse
 import json
