@@ -57,6 +57,10 @@ def sum(values: Iterable[Union[Value, Number]]) -> Value:
     """The sum of Values and numbers, as one node."""
     ...
 
+def zero_grads(values: Iterable[Value]) -> None:
+    """Set every Value's grad to 0.0, in a compiled loop."""
+    ...
+
 def copy_to_array(values: Iterable[Value], out: Any, grads: bool = False) -> None:
     """Write each Value's data (or grad) into out, a float64 array as long."""
     ...

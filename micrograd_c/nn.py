@@ -15,8 +15,7 @@ ACTIVATIONS = ("relu", "tanh", "linear")
 class Module:
 
     def zero_grad(self):
-        for p in self.parameters():
-            p.grad = 0
+        engine.zero_grads(self.parameters())
 
     def parameters(self):
         return []

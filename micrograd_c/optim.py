@@ -31,7 +31,7 @@ class Optimizer:
         self.lr = lr
 
     def zero_grad(self):
-        engine.copy_from_array(self.params, np.zeros(len(self.params)), grads=True)
+        engine.zero_grads(self.params)
 
     def step(self):
         data = self._array()

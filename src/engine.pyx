@@ -819,6 +819,14 @@ cdef check_sizes(tuple items, Py_ssize_t size):
         raise ValueError(f"{len(items)} Values but an array of {size}")
 
 
+def zero_grads(values):
+    """Set every Value's grad to 0.0, in a compiled loop (Module.zero_grad, the optimizers)."""
+    cdef tuple items = all_values(values)
+    cdef Py_ssize_t i
+    for i in range(len(items)):
+        (<Value>items[i]).grad = 0.0
+
+
 # The Values are gathered before the buffer is taken, and the sizes compared after: iterating
 # the Values can run Python code, which could resize the array.
 def copy_to_array(values, out, bint grads=False):

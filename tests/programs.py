@@ -53,7 +53,8 @@ OPS = {
     "mul": (lambda x, y, c, f: x * y, lambda x, y, c: x * y),
     "div": (lambda x, y, c, f: x / y, lambda x, y, c: x * fpow(y, -1)),
     "add_c": (lambda x, y, c, f: x + c, lambda x, y, c: x + c),
-    "sub_c": (lambda x, y, c, f: x - c, lambda x, y, c: x + (-c)),
+    # a number becomes a float before the op (so -int 0 is -0.0, as for floats)
+    "sub_c": (lambda x, y, c, f: x - c, lambda x, y, c: x + (-float(c))),
     "mul_c": (lambda x, y, c, f: x * c, lambda x, y, c: x * c),
     "div_c": (lambda x, y, c, f: x / c, lambda x, y, c: x * fpow(c, -1)),
     "c_add": (lambda x, y, c, f: c + x, lambda x, y, c: c + x),

@@ -837,3 +837,12 @@ def test_internal_objects_refuse_what_would_crash():
     for use in (unrecorded.forward, unrecorded.backward, lambda: unrecorded.nbytes):
         with pytest.raises(TypeError, match="engine.compile"):
             use()
+
+
+def test_zero_grads():
+    vs = [Value(1.0) for _ in range(5)]
+    (vs[0] * vs[1] + engine.sum(vs)).backward()
+    engine.zero_grads(vs)
+    assert [v.grad for v in vs] == [0.0] * 5
+    with pytest.raises(TypeError):
+        engine.zero_grads([vs[0], 1.0])

@@ -248,28 +248,24 @@ def digits_epoch(engine, loss="cross_entropy", seed=0, model=None):
     """One SGD step of the digits classifier on a batch of 32; returns (run, nodes). Each run
     trains `model` (default: digits_model(engine, seed)) on the next batch of a shuffled epoch,
     the same batches in the same order on every engine; an engine that replays builds and
-    compiles one batch's graph, with the images and one-hot labels as leaves set in place, as
-    digits.Batch does."""
+    compiles one batch's graph (digits.Batch: the images and one-hot labels are leaves set in
+    place)."""
     loss_of = digits_loss(engine, loss)
     images, labels = digits_data(seed)
     model = digits_model(engine, seed) if model is None else model
     optimizer = sgd(model, DIGITS_LR)
     batches = digits.batches(len(images), DIGITS_BATCH, np.random.default_rng(seed))
     if engine.replays:
-        pixels = [[engine.Value(0.0) for _ in images[0]] for _ in range(DIGITS_BATCH)]
-        one_hot = [[engine.Value(0.0) for _ in range(digits.CLASSES)] for _ in range(DIGITS_BATCH)]
-        replay = micrograd_c.engine.compile(loss_of(list(map(model, pixels)), one_hot))
-        leaves = [v for row in pixels + one_hot for v in row]
+        batch = digits.Batch(model, DIGITS_BATCH, loss_of)
         X, y = np.array(images), np.array(labels)
 
         def step(rows):
-            micrograd_c.engine.copy_from_array(
-                leaves, np.concatenate([X[rows].ravel(), ONE_HOT[y[rows]].ravel()]))
-            replay.forward()
+            batch.set(X[rows], y[rows])
+            batch.step.forward()
             optimizer.zero_grad()
-            replay.backward()
+            batch.step.backward()
             optimizer.step()
-        nodes = len(replay)
+        nodes = len(batch.step)
     else:
         def step(rows):
             batch_loss = digits_graph(engine, model, loss_of, [images[i] for i in rows],
