@@ -68,7 +68,9 @@ def plot(records, path):
     right.set(yscale="log", ylabel="times faster than upstream micrograd",
               title="speed-up over upstream (median of alternated rounds)")
     if timed_workloads:
-        right.legend()
+        # room above the tallest bar for the legend (the axis is logarithmic)
+        right.set_ylim(top=right.get_ylim()[1] * 300)
+        right.legend(fontsize=8, ncol=2, loc="upper left")
     if fastest:
         plot_fastest_autograd(axes[2], fastest, colors)
     fig.suptitle(f"micrograd_c {micrograd_c.__version__}, Python {platform.python_version()}, "
