@@ -9,7 +9,12 @@
 
 `Value` has upstream micrograd's API (same names, signatures, repr and gradient semantics:
 backward() seeds the root with 1 and grads accumulate). Its nodes, op dispatch and backward
-sweep are C; see micrograd_c/engine.pxd for the node layout.
+sweep are C; see micrograd_c/engine.pxd for the node layout and src/ops.pxi for the ops.
+
+Beyond upstream: fused ops of many children, each one node (dot, sum, logsumexp,
+cross_entropy); compile(root), a graph recorded once and replayed from its leaves' current
+data; grad(outputs, inputs, create_graph=False), gradients as Values, to differentiate again;
+bulk copies between Values and numpy arrays (copy_to_array, copy_from_array, zero_grads).
 """
 
 cimport cython
