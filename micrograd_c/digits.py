@@ -194,30 +194,17 @@ def plot(model, X_test, y_test, path, predictions=None):
     plt.close(fig)
 
 
-def speedup_over_rebuilding(data, batch_size, seed, rounds=5):
-    """Times one training step on the replayed graph and on a graph rebuilt from floats, on the
-    same batches, alternated; returns (seconds per replayed step, per rebuilt step, median of
-    the per-round ratios)."""
-    import statistics
-    import time
+def speedup_over_rebuilding(rounds=5):
+    """(seconds per replayed step, per rebuilt step, how many times faster replaying is): the
+    benchmark's digits_epoch (the same batches, plain SGD), micrograd_c rebuilding each batch's
+    graph and micrograd_c replaying one, timed side by side in alternated rounds."""
+    from micrograd_c import bench
 
-    import numpy as np
-    X, y = data[0], data[1]
-    rows = batches(len(X), batch_size, np.random.default_rng(seed))[:rounds]
-    replay_model, rebuild_model = make_model(seed), make_model(seed)
-    replay_optimizer = Adam(replay_model.parameters(), lr=1e-3)
-    rebuild_optimizer = Adam(rebuild_model.parameters(), lr=1e-3)
-    batch = Batch(replay_model, batch_size)
-    replayed, rebuilt = [], []
-    for indices in rows:
-        start = time.perf_counter()
-        replayed_step(batch, replay_optimizer, X[indices], y[indices])
-        replayed.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        rebuilt_step(rebuild_model, rebuild_optimizer, X[indices], y[indices])
-        rebuilt.append(time.perf_counter() - start)
-    return (statistics.median(replayed), statistics.median(rebuilt),
-            statistics.median(b / a for a, b in zip(replayed, rebuilt)))
+    engines, _ = bench.available_engines(["micrograd_c", "micrograd_c-replay"])
+    records = {r["engine"]: r for r in bench.measure(
+        bench.Task("digits_epoch", bench.digits_epoch, rounds), engines, tick=lambda: None)}
+    rebuilt, replayed = records["micrograd_c"], records["micrograd_c-replay"]
+    return replayed["median_s"], rebuilt["median_s"], bench.ratio(rebuilt, replayed)
 
 
 def main(argv=None):
@@ -284,11 +271,11 @@ def main(argv=None):
     print(f"test accuracy {test_accuracy:.1%} ({len(X_test)} digits), "
           f"{per_epoch * 1e3:.0f} ms per epoch")
     if args.compare:
-        replayed, rebuilt, ratio = speedup_over_rebuilding(data, args.batch_size, args.seed)
-        steps = len(X) // args.batch_size
+        replayed, rebuilt, ratio = speedup_over_rebuilding()
         print(f"replaying the compiled graph is {ratio:.0f}x faster than rebuilding it every "
-              f"batch here ({replayed * 1e3:.2f} vs {rebuilt * 1e3:.1f} ms per step, median of "
-              f"5 alternated steps: {rebuilt * steps:.1f} s per epoch rebuilt)")
+              f"batch here ({replayed * 1e3:.2f} vs {rebuilt * 1e3:.1f} ms per training step, "
+              "median of 5 alternated rounds; full comparison: python -m micrograd_c.bench "
+              "--workloads digits_epoch)")
     if args.plot:
         try:
             plot(model, X_test, y_test, args.out, predictions)
