@@ -126,13 +126,18 @@ def test_gradients_follow_finite_differences(case):
     # torch) is a point finite differences can't speak to
     assume(all(math.isfinite(n.grad) for n in nodes))
     for k, x in enumerate(leaves):
+        def central_difference(h):
+            up, down = list(leaves), list(leaves)
+            up[k], down[k] = x + h, x - h
+            f_up, f_down = run_floats(up, program)[0], run_floats(down, program)[0]
+            assume(f_up is not None and f_down is not None)
+            return (f_up[-1] - f_down[-1]) / (2 * h)
         h = 1e-6 * max(1.0, abs(x))
-        up, down = list(leaves), list(leaves)
-        up[k], down[k] = x + h, x - h
-        f_up, f_down = run_floats(up, program)[0], run_floats(down, program)[0]
-        assume(f_up is not None and f_down is not None)
-        numeric = (f_up[-1] - f_down[-1]) / (2 * h)
+        numeric, finer = central_difference(h), central_difference(h / 4)
         scale = max(1.0, abs(numeric), abs(nodes[k].grad))
+        # near a pole (1 / (1 - x) at x = 0.99999) the difference itself is off: where two step
+        # sizes disagree, it is no oracle
+        assume(abs(numeric - finer) <= 1e-5 * scale)
         assert abs(nodes[k].grad - numeric) <= 1e-4 * scale, (k, nodes[k].grad, numeric)
 
 
