@@ -50,7 +50,7 @@ cdef class Value:
     cdef double state           # the op's constant: c in a * c, the exponent in a ** c, ...
     cdef Value left             # first child of a unary or binary op, else None
     cdef Value right            # second child of a binary op, else None
-    cdef tuple children         # all children of DOT, SUM and CUSTOM nodes, else None
+    cdef tuple children         # all children of n-ary (DOT, SUM, ...) and CUSTOM nodes, else None
     cdef PyObject* attributes   # owned; the type's tp_dictoffset points here (see engine.pyx)
     cdef unsigned char op       # an Op
     cdef unsigned char visit    # backward's DFS state; always NOT_SEEN outside backward()
