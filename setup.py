@@ -22,11 +22,14 @@ directives = {
 
 # pow is always the C library's, as Python's float ** is: GCC would otherwise fold pow(x, -1.0)
 # into 1.0 / x, which differs from glibc's pow in 0.08% of doubles (see src/ops.pxi, power).
+# No contraction of a * b + c into one fused multiply-add either: GCC does it by default where
+# the target has one (aarch64, or x86 with -march=native), and it rounds once where Python's
+# floats round twice, so dot() and every sum of products would give other numbers.
 extension = Extension(
     "micrograd_c.engine",
     ["src/engine.pyx"],
     define_macros=[("CYTHON_TRACE", "1")] if DEBUG else [],
-    extra_compile_args=["-fno-builtin-pow"] + (["-O0", "-g3"] if DEBUG else []),
+    extra_compile_args=["-fno-builtin-pow", "-ffp-contract=off"] + (["-O0", "-g3"] if DEBUG else []),
 )
 
 setup(ext_modules=cythonize([extension], compiler_directives=directives, annotate=DEBUG))

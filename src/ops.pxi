@@ -10,7 +10,6 @@
 cdef extern from "math.h":
     double NAN
     double INFINITY
-    double fma(double x, double y, double z) nogil
     double fabs(double x) nogil
     double copysign(double x, double y) nogil
 
@@ -63,19 +62,34 @@ cdef inline double shortcut(double r, double error, double a, double b) noexcept
     return r
 
 
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline double product_error(double x, double y, double p) noexcept nogil:
+    # x * y - p exactly, where p is x * y rounded: Dekker's product, in plain arithmetic (fma()
+    # is a library call on baseline x86-64). Exact while |x|, |y| < 2**995 and |p| > 2**-960.
+    cdef double xs = 134217729.0 * x, ys = 134217729.0 * y    # Veltkamp's split, 2**27 + 1
+    cdef double xh = xs - (xs - x), yh = ys - (ys - y)
+    cdef double xl = x - xh, yl = y - yh
+    return ((xh * yh - p) + xh * yl + xl * yh) + xl * yl
+
+
 @cython.cdivision(True)
 @cython.linetrace(False)
 @cython.profile(False)
 cdef inline double power(double a, double b) noexcept nogil:
-    cdef double r, s, t
+    # 1 - x r is exact where r is 1 / x rounded: (1 - x r rounded, exact as it is near 1) less
+    # the product's rounding error.
+    cdef double r, s, t, u
     if b == -1.0 and 1e-150 < fabs(a) < 1e150:
         r = 1.0 / a
-        return shortcut(r, fma(-a, r, 1.0) * r, a, b)           # 1 - a r is exact
+        u = a * r
+        return shortcut(r, ((1.0 - u) - product_error(a, r, u)) * r, a, b)     # (1 - a r) r
     if b == -2.0 and 1e-75 < fabs(a) < 1e75:
         s = a * a
-        t = fma(a, a, -s)                                       # a * a == s + t exactly
+        t = product_error(a, a, s)                              # a * a == s + t exactly
         r = 1.0 / s
-        return shortcut(r, (fma(-s, r, 1.0) - r * t) * r, a, b)   # 1 / (s + t) - r
+        u = s * r
+        return shortcut(r, ((1.0 - u) - product_error(s, r, u) - r * t) * r, a, b)  # 1/(s+t) - r
     return c_pow(a, b)
 
 
