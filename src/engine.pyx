@@ -262,6 +262,10 @@ def _power(double a, double b):
     return power(a, b)
 
 
+def _times_grad(double d, double g):
+    return times_grad(d, g)
+
+
 # Op strings given to Value(..., _op=...); a CUSTOM node stores its string's index as its state,
 # so that a node never holds an arbitrary object. The table keeps each distinct string for the
 # life of the process: there are as many as a program spells, not one per node.
@@ -874,12 +878,12 @@ cdef void backprop_node(Value node) noexcept:
     if is_binary(op):
         which = op_derivatives(op, node.left.data, node.right.data, 0.0, node.data, &da, &db)
         if which & TO_A:
-            node.left.grad += da * g
+            node.left.grad += times_grad(da, g)
         if which & TO_B:
-            node.right.grad += db * g
+            node.right.grad += times_grad(db, g)
     elif is_unary(op):
         if op_derivatives(op, node.left.data, 0.0, node.state, node.data, &da, &db):
-            node.left.grad += da * g
+            node.left.grad += times_grad(da, g)
     elif op != LEAF and op != CUSTOM:   # they pass nothing on (upstream's default _backward)
         children = <PyObject*>node.children      # borrowed: no reference-count traffic
         nary_backprop(op, TupleChildren(&(<PyTupleObject*>children).ob_item[0]),

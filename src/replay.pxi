@@ -162,12 +162,12 @@ cdef class Replay:
                 which = op_derivatives(op, values[links[k]], values[links[k + 1]], 0.0,
                                        values[i], &da, &db)
                 if which & TO_A:
-                    grads[links[k]] += da * g
+                    grads[links[k]] += times_grad(da, g)
                 if which & TO_B:
-                    grads[links[k + 1]] += db * g
+                    grads[links[k + 1]] += times_grad(db, g)
             elif is_unary(op):
                 if op_derivatives(op, values[links[k]], 0.0, constants[i], values[i], &da, &db):
-                    grads[links[k]] += da * g
+                    grads[links[k]] += times_grad(da, g)
             elif op != LEAF and op != CUSTOM:
                 nary_backprop(op, TapeChildren(links + k, values, grads), first[i + 1] - k,
                               constants[i], values[i], g)
