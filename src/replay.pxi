@@ -6,9 +6,21 @@
 # in the same order and writes the values back to the Values; backward() does what backward()
 # does on a freshly built graph, in the same order, so data and grads are the same bits.
 
-# Tape op codes are the node's op, with this bit set for IEEE nodes (they never raise).
+# Tape op codes are the node's op, with these bits set: IEEE for IEEE nodes (they never raise),
+# and GROUPED for nodes in a group of identical ones (same op, constant and children, as the
+# four s ** -1 of a softmax written x / s): a group's value and local derivatives are computed
+# once. Such a node has one link more, after its children: its group's index.
 cdef enum:
     IEEE_NODE = 0x80
+    GROUPED = 0x40
+    OP_BITS = 0x3f
+
+cdef struct Group:
+    int first                           # the member forward() computes; the others copy it
+    int last                            # the member backward() reaches first: it computes the
+    int which                           # derivatives (which, da, db) that all members use
+    double da
+    double db
 
 
 @cython.final
@@ -38,6 +50,8 @@ cdef class Replay:
     cdef double* constants              # node.state
     cdef double* values
     cdef double* grads
+    cdef Group* groups
+    cdef int n_groups
 
     def __cinit__(self):
         self.root = None
@@ -53,6 +67,7 @@ cdef class Replay:
         PyMem_Free(self.constants)
         PyMem_Free(self.values)
         PyMem_Free(self.grads)
+        PyMem_Free(self.groups)
 
     def __len__(self):
         return self.size
@@ -67,12 +82,20 @@ cdef class Replay:
         """Bytes of state the replay keeps beyond the Values themselves."""
         self.check_recorded()
         return (self.size * (sizeof(PyObject*) + 1 + 3 * sizeof(double)) +
-                (self.size + 1 + self.first[self.size]) * sizeof(int))
+                (self.size + 1 + self.first[self.size]) * sizeof(int) +
+                self.n_groups * sizeof(Group))
 
     def __repr__(self):
         if self.nodes == NULL:
             return "Replay(not recorded)"
-        return f"Replay({self.size:,} nodes, {self.first[self.size]:,} links, root={self.root!r})"
+        return (f"Replay({self.size:,} nodes, {self.first[self.size] - self.n_grouped():,} links, "
+                f"root={self.root!r})")
+
+    cdef Py_ssize_t n_grouped(self):
+        cdef Py_ssize_t i, n = 0
+        for i in range(self.size):
+            n += (self.ops[i] & GROUPED) != 0
+        return n
 
     @cython.linetrace(False)
     def forward(self):
@@ -88,6 +111,7 @@ cdef class Replay:
         cdef unsigned char op
         cdef double out
         cdef int error = NO_ERROR
+        cdef const Group* group
         self.check_recorded()
         cdef double* new = self.grads
         cdef const int* links = self.links
@@ -96,11 +120,17 @@ cdef class Replay:
         cdef const double* constants = self.constants
         cdef PyObject** nodes = self.nodes
         for i in range(self.size):
-            op = ops[i] & ~IEEE_NODE
+            op = ops[i] & OP_BITS
             if op == LEAF or op == CUSTOM:
                 new[i] = (<Value>nodes[i]).data
                 continue
             k = first[i]
+            if ops[i] & GROUPED:
+                group = &self.groups[links[first[i + 1] - 1]]
+                if group.first != i:
+                    new[i] = new[group.first]
+                    (<Value>nodes[i]).data = new[i]
+                    continue
             if is_binary(op):
                 out = op_value(op, new[links[k]], new[links[k + 1]], 0.0)
                 if not ops[i] & IEEE_NODE:
@@ -145,6 +175,7 @@ cdef class Replay:
         cdef unsigned char op
         cdef int which
         cdef double g, da, db
+        cdef Group* group
         cdef double* values = self.values
         cdef double* grads = self.grads
         cdef const int* links = self.links
@@ -156,9 +187,19 @@ cdef class Replay:
             g = grads[i]
             if write_back:
                 (<Value>nodes[i]).grad = g
-            op = ops[i] & ~IEEE_NODE
+            op = ops[i] & OP_BITS
             k = first[i]
-            if is_binary(op):
+            if ops[i] & GROUPED:
+                group = &self.groups[links[first[i + 1] - 1]]
+                if group.last == i:
+                    group.which = op_derivatives(op, values[links[k]],
+                                                 values[links[k + 1]] if is_binary(op) else 0.0,
+                                                 constants[i], values[i], &group.da, &group.db)
+                if group.which & TO_A:
+                    grads[links[k]] += times_grad(group.da, g)
+                if group.which & TO_B:
+                    grads[links[k + 1]] += times_grad(group.db, g)
+            elif is_binary(op):
                 which = op_derivatives(op, values[links[k]], values[links[k + 1]], 0.0,
                                        values[i], &da, &db)
                 if which & TO_A:
@@ -177,7 +218,7 @@ cdef class Replay:
         cdef Py_ssize_t i
         cdef unsigned char op
         for i in range(failed):
-            op = self.ops[i] & ~IEEE_NODE
+            op = self.ops[i] & OP_BITS
             if op != LEAF and op != CUSTOM:
                 (<Value>self.nodes[i]).data = self.values[i]
 
@@ -199,6 +240,7 @@ def compile(root):
     cdef PyObject* start = <PyObject*>root
     cdef Replay tape = record(&start, 1, (), NULL)
     tape.root = root
+    group_duplicates(tape)
     return tape
 
 
@@ -295,3 +337,102 @@ cdef void clear_marks(PtrStack* order) noexcept:
     cdef Py_ssize_t i
     for i in range(order.size):
         (<Value>order.items[i]).visit = NOT_SEEN
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef int group_duplicates(Replay tape) except -1:
+    # Puts identical unary and binary nodes (same op byte, constant bits and children) into
+    # groups, found with an open-addressing hash table of tape positions, and gives each member
+    # the link to its group.
+    cdef Py_ssize_t i, j, k, n = tape.size, size = 16, grouped = 0
+    cdef unsigned long long h
+    cdef int count = 0
+    cdef int* table
+    cdef int* group_of
+    cdef int* links
+    cdef Group* groups
+    while size < 2 * n:
+        size *= 2
+    table = <int*>allocate(size * sizeof(int))
+    try:
+        group_of = <int*>allocate(n * sizeof(int))
+    except BaseException:
+        PyMem_Free(table)
+        raise
+    for i in range(size):
+        table[i] = -1
+    for i in range(n):
+        group_of[i] = -1
+        if not (is_unary(tape.ops[i] & OP_BITS) or is_binary(tape.ops[i] & OP_BITS)):
+            continue
+        h = node_hash(tape, i) & (size - 1)
+        while table[h] >= 0 and not same_node(tape, table[h], i):
+            h = (h + 1) & (size - 1)
+        if table[h] < 0:
+            table[h] = <int>i
+            continue
+        j = table[h]                    # i is identical to j, its group's first member
+        if group_of[j] < 0:
+            group_of[j] = count
+            count += 1
+            grouped += 1
+        group_of[i] = group_of[j]
+        grouped += 1
+    PyMem_Free(table)
+    groups = NULL
+    links = NULL
+    if count:
+        groups = <Group*>PyMem_Malloc(count * sizeof(Group))
+        links = <int*>PyMem_Malloc((tape.first[n] + grouped) * sizeof(int))
+    if groups == NULL or links == NULL:
+        PyMem_Free(group_of)
+        PyMem_Free(groups)
+        PyMem_Free(links)
+        if count:
+            raise MemoryError("not enough memory to record the graph for replay")
+        return 0
+    for j in range(count):
+        groups[j].first = -1
+    k = 0
+    for i in range(n):                  # the links again, each member's group after its children
+        for j in range(tape.first[i], tape.first[i + 1]):
+            links[k] = tape.links[j]
+            k += 1
+        tape.first[i] = <int>(k - (tape.first[i + 1] - tape.first[i]))
+        if group_of[i] >= 0:
+            links[k] = group_of[i]
+            k += 1
+            tape.ops[i] |= GROUPED
+            if groups[group_of[i]].first < 0:
+                groups[group_of[i]].first = <int>i
+            groups[group_of[i]].last = <int>i
+    tape.first[n] = <int>k
+    PyMem_Free(tape.links)
+    PyMem_Free(group_of)
+    tape.links = links
+    tape.groups = groups
+    tape.n_groups = count
+    return 0
+
+
+cdef inline unsigned long long node_hash(Replay tape, Py_ssize_t i) noexcept:
+    cdef Bits constant
+    cdef int k = tape.first[i]
+    cdef unsigned long long h
+    constant.value = tape.constants[i]
+    h = (tape.ops[i] + <unsigned long long>0x1e3779b97f4a7c15 * <unsigned int>tape.links[k] +
+         <unsigned long long>0x12b2ae3d27d4eb4f * constant.bits)
+    if is_binary(tape.ops[i] & OP_BITS):
+        h += <unsigned long long>0x165667b19e3779f9 * <unsigned int>tape.links[k + 1]
+    return h ^ (h >> 29) ^ (h >> 47)
+
+
+cdef inline bint same_node(Replay tape, Py_ssize_t i, Py_ssize_t j) noexcept:
+    cdef Bits a, b
+    cdef int ki = tape.first[i], kj = tape.first[j]
+    a.value = tape.constants[i]
+    b.value = tape.constants[j]
+    return (tape.ops[i] == tape.ops[j] and a.bits == b.bits and
+            tape.links[ki] == tape.links[kj] and
+            (not is_binary(tape.ops[i] & OP_BITS) or tape.links[ki + 1] == tape.links[kj + 1]))

@@ -57,9 +57,11 @@ def replay_matches_rebuilding(root, rebuilt_root):
 
 
 @fuzz
-@given(programs(OPS, numbers), st.lists(numbers, min_size=4, max_size=4))
-def test_replay_gives_the_bits_of_a_rebuilt_graph(case, new_leaves):
+@given(programs(OPS, numbers), st.lists(numbers, min_size=4, max_size=4), st.booleans())
+def test_replay_gives_the_bits_of_a_rebuilt_graph(case, new_leaves, twice):
     leaves, program = case
+    if twice:       # each node built twice from the same operands: replay computes the pair once
+        program = [step for step in program for _ in range(2)]
     try:
         nodes, root = run(leaves, program, Value, OURS)
     except BUILD_ERRORS:
