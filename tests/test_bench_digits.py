@@ -133,6 +133,7 @@ def test_upstream_has_no_cross_entropy_and_says_why():
 def test_a_slow_engine_is_timed_a_few_times_its_warm_up_first(monkeypatch):
     import time
     monkeypatch.setattr(measuring, "SLOW_RUN_S", 0.05)
+    monkeypatch.setattr(measuring, "WARM_UP_S", 0.0)    # a short run's warm-up: one run
     fast, slow = bench.Engine("fast", float), bench.Engine("slow", float)
     runs = {"fast": lambda: None, "slow": lambda: time.sleep(0.1)}
     calls = {"fast": 0, "slow": 0}

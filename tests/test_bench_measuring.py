@@ -5,7 +5,8 @@ import gc
 from micrograd_c import bench
 
 
-def test_what_lives_before_a_timed_run_is_frozen_until_measure_ends():
+def test_what_lives_before_a_timed_run_is_frozen_until_measure_ends(monkeypatch):
+    monkeypatch.setattr(bench.measuring, "WARM_UP_S", 0.0)     # a short run's warm-up: one run
     others = [[] for _ in range(1000)]      # live, GC-tracked objects: another engine's gradients
     frozen = []
     task = bench.Task("expression", lambda e: ((lambda: frozen.append(gc.get_freeze_count())), 1),
@@ -14,3 +15,14 @@ def test_what_lives_before_a_timed_run_is_frozen_until_measure_ends():
     # every run, warm-up and untimed ones included, ran with those objects frozen
     assert len(frozen) == 1 + 2 * 2 and min(frozen) >= len(others)
     assert gc.get_freeze_count() == 0
+
+
+def test_a_short_run_is_warmed_up_for_warm_up_s_before_each_timed_run(monkeypatch):
+    import time
+    monkeypatch.setattr(bench.measuring, "WARM_UP_S", 0.05)
+    runs = []
+    task = bench.Task("expression", lambda e: ((lambda: runs.append(time.perf_counter())), 1), 2)
+    records = bench.measure(task, [bench.Engine("e", float)], tick=lambda: None)
+    assert len(records[0]["times_s"]) == 2
+    # the warm-up of the task, then per round: runs for 50 ms, then the timed one
+    assert runs[-1] - runs[1] >= 2 * 0.05 and len(runs) > 1 + 2 * 2

@@ -50,9 +50,10 @@ Method (these machines are shared and noisy: no absolute time is trusted alone)
   round; the ratio against upstream (on fastest_autograd: against micrograd_c and torch) is
   taken round by round and the median reported. nodes: the graph nodes one run makes (for a
   replay, the nodes it replays).
-- A run shorter than 50 ms is run once more, untimed, just before each timed run, so that what
-  precedes it is its own previous run, as in a training loop, and not another engine's
-  garbage and flushed caches (which made a 0.2 ms replay step measure 0.3-0.6 ms).
+- A run shorter than 50 ms runs again, untimed, for 20 ms (at least once) just before each
+  timed run, so that what precedes it is its own previous runs, as in a training loop, and
+  not another engine's garbage, flushed caches and a core slowed down (which made a 0.2 ms
+  replay step measure 0.3-0.6 ms, and a 0.46 ms one 0.56 ms after a single untimed run).
 - On digits_epoch, an engine whose batch takes over 1 s (upstream's, torch's) is timed on 1
   batch (3 in a full run), its warm-up run the first: its epoch is extrapolated from 1 or 3
   batches, the others' from 3 or 7.

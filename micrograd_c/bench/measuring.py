@@ -64,6 +64,15 @@ def timed(engine, run):
     return time.perf_counter() - start
 
 
+def warm_up(engine, run):
+    """Runs `run` untimed (each run paying for its garbage, as a timed one) for WARM_UP_S, and
+    at least once."""
+    deadline = time.perf_counter() + WARM_UP_S
+    timed(engine, run)
+    while time.perf_counter() < deadline:
+        timed(engine, run)
+
+
 def recursion_limit_depth(engine):
     """The deepest chain this engine back-propagates, found by bisection (for 'fails at')."""
     works, fails = 1, 1
@@ -114,12 +123,16 @@ def recursion_failure(engine, failures):
     return failures[engine.name]
 
 
-# A run shorter than this is run once more, untimed, just before each timed run: then what came
-# before it is its own previous run, as in a training loop. Run right after another engine's
-# (upstream's step leaves ~1 GB of garbage), a 0.2 ms replay step was measured at 0.3-0.6 ms:
-# its data and the CPU's caches and TLB had been pushed out. Longer runs are not repeated:
-# that cost is a small part of them.
+# A run shorter than REPEAT_BELOW_S runs again, untimed, for WARM_UP_S (at least once) just
+# before each timed run: then what came before it is its own previous runs, as in a training
+# loop. Run right after another engine's (upstream's step leaves ~1 GB of garbage), a 0.2 ms
+# replay step was measured at 0.3-0.6 ms: its data and the CPU's caches and TLB had been pushed
+# out. One run was not enough either: right after torch's turn on fastest_autograd, a 0.46 ms
+# replay measured 0.56 ms after one untimed run and 0.46 ms after 20 ms of them (and 0.85 ms
+# after 10 ms of sleep: an idle core is slow to come back). Longer runs are not repeated: that
+# cost is a small part of them.
 REPEAT_BELOW_S = 0.05
+WARM_UP_S = 0.02
 # A run longer than this (upstream's digits batch takes seconds) is timed a few times only, if its
 # task says so, its warm-up the first: what a warm-up is for (first-call costs, caches) is a
 # small part of seconds. Its median is then of few runs, but its spread is small beside its
@@ -166,7 +179,7 @@ def measure(task, engines, tick, failures=None):
         key = engine.name, record["phase"]
         try:
             if not warmup and last.get(key, 0.0) < REPEAT_BELOW_S:
-                timed(engine, run)
+                warm_up(engine, run)
             last[key] = timed(engine, run)
         except RecursionError:
             record["status"] = recursion_failure(engine, failures)
