@@ -354,6 +354,7 @@ cdef inline double logsumexp_of(Children children, Py_ssize_t n) noexcept:
     return largest + log(total)
 
 
+@cython.cdivision(True)                 # n // 2 of a size: no floor-division code
 @cython.linetrace(False)
 @cython.profile(False)
 cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
@@ -384,6 +385,7 @@ cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
     return NAN
 
 
+@cython.cdivision(True)                 # n // 2 of a size: no floor-division code
 @cython.linetrace(False)
 @cython.profile(False)
 cdef inline void nary_backprop(unsigned char op, Children children, Py_ssize_t n, double c,
