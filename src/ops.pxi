@@ -215,6 +215,10 @@ cdef inline int pow_error(double a, double b, double out) noexcept nogil:
 @cython.linetrace(False)
 @cython.profile(False)
 cdef inline int op_error(unsigned char op, double a, double b, double c, double out) noexcept nogil:
+    # Each error's op gives inf or nan there (0 ** -1 is inf, (-1) ** 0.5 nan, log(0) -inf):
+    # a finite value is never one, and needs no second dispatch on the op.
+    if isfinite(out):
+        return NO_ERROR
     if op == POW:
         return pow_error(a, b, out)
     elif op == POW_CONST:
