@@ -27,6 +27,7 @@ from libc.math cimport exp, floor, isfinite, isinf, log, tanh
 from libc.limits cimport INT_MAX
 from libc.math cimport pow as c_pow
 from libc.stdlib cimport free, realloc
+from libc.string cimport memset
 
 import numbers
 import os

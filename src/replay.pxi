@@ -52,6 +52,8 @@ cdef class Replay:
     cdef double* grads
     cdef Group* groups
     cdef int n_groups
+    cdef int* leaves                    # the positions of the LEAF nodes
+    cdef Py_ssize_t n_leaves
 
     def __cinit__(self):
         self.root = None
@@ -68,6 +70,7 @@ cdef class Replay:
         PyMem_Free(self.values)
         PyMem_Free(self.grads)
         PyMem_Free(self.groups)
+        PyMem_Free(self.leaves)
 
     def __len__(self):
         return self.size
@@ -83,7 +86,7 @@ cdef class Replay:
         self.check_recorded()
         return (self.size * (sizeof(PyObject*) + 1 + 3 * sizeof(double)) +
                 (self.size + 1 + self.first[self.size]) * sizeof(int) +
-                self.n_groups * sizeof(Group))
+                self.n_groups * sizeof(Group) + self.n_leaves * sizeof(int))
 
     def __repr__(self):
         if self.nodes == NULL:
@@ -158,12 +161,10 @@ cdef class Replay:
         as upstream). Uses the values of the last forward() (or of the graph as built)."""
         self.check_recorded()
         cdef Py_ssize_t i
-        cdef double* grads = self.grads
-        cdef const unsigned char* ops = self.ops
-        cdef PyObject** nodes = self.nodes
-        for i in range(self.size):
-            grads[i] = (<Value>nodes[i]).grad if ops[i] == LEAF else 0.0
-        grads[self.size - 1] = 1.0
+        memset(self.grads, 0, self.size * sizeof(double))
+        for i in range(self.n_leaves):
+            self.grads[self.leaves[i]] = (<Value>self.nodes[self.leaves[i]]).grad
+        self.grads[self.size - 1] = 1.0
         self.sweep(True)
 
     @cython.linetrace(False)
@@ -251,7 +252,7 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
     # nodes hold now; positions[k] is the tape position of wanted[k], or -1 if not in the graph.
     cdef Replay tape = Replay.__new__(Replay)
     cdef PtrStack order = PtrStack(NULL, 0, 0)
-    cdef Py_ssize_t i, j, k, n, links = 0
+    cdef Py_ssize_t i, j, k, n, links = 0, k_leaf = 0
     cdef Value node
     try:
         topological_order(roots, count, &order)
@@ -270,6 +271,10 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         tape.constants = <double*>allocate(order.size * sizeof(double))
         tape.values = <double*>allocate(order.size * sizeof(double))
         tape.grads = <double*>allocate(order.size * sizeof(double))
+        for i in range(order.size):
+            node = <Value>order.items[i]
+            tape.n_leaves += is_leaf(node) and not node.constant
+        tape.leaves = <int*>allocate(tape.n_leaves * sizeof(int))
     except BaseException:
         clear_marks(&order)
         release_storage(&order)
@@ -293,8 +298,11 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         tape.constants[i] = node.state
         tape.values[i] = node.data
         n = tape_links(node)
-        if node.op == LEAF or node.op == CUSTOM and not node.children:     # a leaf
+        if is_leaf(node):
             tape.ops[i] = CUSTOM if node.constant else LEAF
+            if not node.constant:
+                tape.leaves[k_leaf] = <int>i
+                k_leaf += 1
         else:
             tape.ops[i] = node.op | (IEEE_NODE * node.ieee)
         if is_binary(node.op):
@@ -313,6 +321,11 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         node.visit = NOT_SEEN
     release_storage(&order)
     return tape
+
+
+cdef inline bint is_leaf(Value node) noexcept:
+    # A Value without children, or a hand-made one whose children are kept for drawing only
+    return node.op == LEAF or node.op == CUSTOM and not node.children
 
 
 cdef inline Py_ssize_t tape_links(Value node) noexcept:
