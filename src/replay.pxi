@@ -354,7 +354,7 @@ cdef void clear_marks(PtrStack* order) noexcept:
 
 @cython.linetrace(False)
 @cython.profile(False)
-cdef int group_duplicates(Replay tape) except -1:
+cdef int group_duplicates(Replay tape) noexcept:
     # Puts identical unary and binary nodes (same op byte, constant bits and children) into
     # groups, found with an open-addressing hash table of tape positions, and gives each member
     # the link to its group.
@@ -365,14 +365,15 @@ cdef int group_duplicates(Replay tape) except -1:
     cdef int* group_of
     cdef int* links
     cdef Group* groups
-    while size < 2 * n:
+    while 2 * size < 3 * n:             # at most two thirds full
         size *= 2
-    table = <int*>allocate(size * sizeof(int))
-    try:
-        group_of = <int*>allocate(n * sizeof(int))
-    except BaseException:
+    # Grouping only saves time: without the memory for it, the tape stays as recorded.
+    table = <int*>PyMem_Malloc(size * sizeof(int))
+    group_of = <int*>PyMem_Malloc(n * sizeof(int))
+    if table == NULL or group_of == NULL:
         PyMem_Free(table)
-        raise
+        PyMem_Free(group_of)
+        return 0
     for i in range(size):
         table[i] = -1
     for i in range(n):
@@ -395,15 +396,13 @@ cdef int group_duplicates(Replay tape) except -1:
     PyMem_Free(table)
     groups = NULL
     links = NULL
-    if count:
+    if count and tape.first[n] + grouped < INT_MAX:
         groups = <Group*>PyMem_Malloc(count * sizeof(Group))
         links = <int*>PyMem_Malloc((tape.first[n] + grouped) * sizeof(int))
     if groups == NULL or links == NULL:
         PyMem_Free(group_of)
         PyMem_Free(groups)
         PyMem_Free(links)
-        if count:
-            raise MemoryError("not enough memory to record the graph for replay")
         return 0
     for j in range(count):
         groups[j].first = -1
