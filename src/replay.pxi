@@ -354,7 +354,7 @@ cdef void clear_marks(PtrStack* order) noexcept:
 
 @cython.linetrace(False)
 @cython.profile(False)
-cdef int group_duplicates(Replay tape) noexcept:
+cdef void group_duplicates(Replay tape) noexcept:
     # Puts identical unary and binary nodes (same op byte, constant bits and children) into
     # groups, found with an open-addressing hash table of tape positions, and gives each member
     # the link to its group.
@@ -373,7 +373,7 @@ cdef int group_duplicates(Replay tape) noexcept:
     if table == NULL or group_of == NULL:
         PyMem_Free(table)
         PyMem_Free(group_of)
-        return 0
+        return
     for i in range(size):
         table[i] = -1
     for i in range(n):
@@ -403,7 +403,7 @@ cdef int group_duplicates(Replay tape) noexcept:
         PyMem_Free(group_of)
         PyMem_Free(groups)
         PyMem_Free(links)
-        return 0
+        return
     for j in range(count):
         groups[j].first = -1
     k = 0
@@ -425,7 +425,6 @@ cdef int group_duplicates(Replay tape) noexcept:
     tape.links = links
     tape.groups = groups
     tape.n_groups = count
-    return 0
 
 
 cdef inline unsigned long long node_hash(Replay tape, Py_ssize_t i) noexcept:
