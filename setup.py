@@ -5,6 +5,7 @@ tracing (for coverage and profilers), no optimisation, and an annotated HTML of 
 each .pyx (src/engine.html) showing where Python is called.
 """
 import os
+import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -25,9 +26,13 @@ directives = {
 # No contraction of a * b + c into one fused multiply-add either: GCC does it by default where
 # the target has one (aarch64, or x86 with -march=native), and it rounds once where Python's
 # floats round twice, so dot() and every sum of products would give other numbers.
+# Linked against libm by name, as CPython is: an extension that leaves exp, log and pow undefined
+# and unversioned is bound to their oldest versions, which in glibc are the SVID compatibility
+# wrappers, not the functions Python's floats and math module call.
 extension = Extension(
     "micrograd_c.engine",
     ["src/engine.pyx"],
+    libraries=[] if sys.platform == "win32" else ["m"],
     define_macros=[("CYTHON_TRACE", "1")] if DEBUG else [],
     extra_compile_args=["-fno-builtin-pow", "-ffp-contract=off"] + (["-O0", "-g3"] if DEBUG else []),
 )
