@@ -261,7 +261,9 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         raise
     try:
         for i in range(order.size):
-            links += tape_links(<Value>order.items[i])
+            node = <Value>order.items[i]
+            links += tape_links(node)
+            tape.n_leaves += is_leaf(node) and not node.constant
         if order.size >= INT_MAX or links >= INT_MAX:
             raise OverflowError("the graph is too big to record (2**31 nodes or links)")
         tape.nodes = <PyObject**>allocate(order.size * sizeof(PyObject*))
@@ -271,9 +273,6 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         tape.constants = <double*>allocate(order.size * sizeof(double))
         tape.values = <double*>allocate(order.size * sizeof(double))
         tape.grads = <double*>allocate(order.size * sizeof(double))
-        for i in range(order.size):
-            node = <Value>order.items[i]
-            tape.n_leaves += is_leaf(node) and not node.constant
         tape.leaves = <int*>allocate(tape.n_leaves * sizeof(int))
     except BaseException:
         clear_marks(&order)
