@@ -18,6 +18,10 @@ cdef enum Op:
     ADD           # a + b
     MUL           # a * b
     POW           # a ** b
+    # binary, made only by grad(create_graph=True): the factors of a power's derivatives that
+    # depend on the data, as nodes, so that a gradient graph replays like any other graph
+    MUL_NO_NAN    # a * b, but 0 where b == 0 (even if a is inf or nan): a removable point
+    POW_MASK      # 0 where a == 0 <= b (no d/db a ** b there, as in torch), else 1
     # unary: child a, and c
     ADD_CONST     # a + c
     MUL_CONST     # a * c
@@ -28,6 +32,7 @@ cdef enum Op:
     EXP           # exp(a)
     LOG           # log(a)
     SIGMOID       # 1 / (1 + exp(-a))
+    STEP          # 1 where a > 0, else 0 (relu's derivative, made by grad(create_graph=True))
     # n-ary: a tuple of children
     DOT           # c + sum(w[i] * x[i]) (+ a bias Value), one node for a whole neuron
     SUM           # sum(v[i])

@@ -248,7 +248,8 @@ cdef Value nary(unsigned char op, double data, tuple children, double state):
 OP_NAMES = {
     LEAF: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*', RPOW_CONST: '**',
     RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', DOT: 'dot', SUM: 'sum',
-    LOGSUMEXP: 'logsumexp', CROSS_ENTROPY: 'cross_entropy',
+    LOGSUMEXP: 'logsumexp', CROSS_ENTROPY: 'cross_entropy', MUL_NO_NAN: 'mul_no_nan',
+    POW_MASK: 'pow_mask', STEP: 'step',
 }
 # For tests: every op code, and the code of a node, so that a test can check that every op is
 # handled by every path (building, backward, replay, grad).
@@ -257,6 +258,12 @@ _N_OPS = N_OPS
 
 def _op_code(Value node not None):
     return node.op
+
+
+def _gradient_op(str name, Value a not None, Value b=None):
+    # A node of an op that only gradient graphs are made of, for tests.
+    op = {"mul_no_nan": MUL_NO_NAN, "pow_mask": POW_MASK, "step": STEP}[name]
+    return unary_op(op, a, 0.0, False) if b is None else binary_op(op, a, b, False)
 
 
 def _power(double a, double b):

@@ -314,22 +314,25 @@ cdef tuple value_derivatives(Value node):
     elif op == MUL:                     # a * b
         return b, a
     elif op == POW:                     # a ** b
-        if b.data != 0.0:
-            da = ieee_binary(MUL, b, ieee_binary(POW, a, ieee_unary(ADD_CONST, b, -1.0)))
-        if not (a.data == 0.0 and b.data >= 0.0):
-            db = ieee_binary(MUL, node, ieee_unary(LOG, a, 0.0))
+        da = ieee_binary(MUL_NO_NAN, ieee_binary(POW, a, ieee_unary(ADD_CONST, b, -1.0)), b)
+        db = ieee_binary(MUL_NO_NAN, ieee_binary(MUL, node, ieee_unary(LOG, a, 0.0)),
+                         ieee_binary(POW_MASK, a, b))
+    elif op == MUL_NO_NAN:
+        return b, a
+    elif op == POW_MASK:
+        return None, None
     elif op == ADD_CONST:               # a + c
         da = 1.0
     elif op == MUL_CONST:               # a * c
         da = c
-    elif op == POW_CONST:               # a ** c
-        if c != 0.0:
-            da = ieee_unary(MUL_CONST, ieee_unary(POW_CONST, a, c - 1.0), c)
-    elif op == RPOW_CONST:              # c ** a
-        if not (c == 0.0 and a.data >= 0.0):
-            da = ieee_unary(MUL_CONST, node, log(c))
+    elif op == POW_CONST:               # a ** c (mul_no_nan by a number c: 0, or times c)
+        da = 0.0 if c == 0.0 else ieee_unary(MUL_CONST, ieee_unary(POW_CONST, a, c - 1.0), c)
+    elif op == RPOW_CONST:              # c ** a (pow_mask(c, a) is 1 unless c == 0)
+        da = ieee_unary(MUL_CONST, node, log(c))
+        if c == 0.0:
+            da = ieee_binary(MUL_NO_NAN, da, ieee_binary(POW_MASK, gradient_value(c), a))
     elif op == RELU:
-        da = <double>(node.data > 0)
+        da = ieee_unary(STEP, node, 0.0)
     elif op == TANH:                    # 1 - out * out
         da = ieee_unary(ADD_CONST, ieee_unary(MUL_CONST, ieee_binary(MUL, node, node), -1.0), 1.0)
     elif op == EXP:
@@ -338,6 +341,8 @@ cdef tuple value_derivatives(Value node):
         da = ieee_unary(POW_CONST, a, -1.0)
     elif op == SIGMOID:                 # out * (1 - out)
         da = ieee_binary(MUL, node, ieee_unary(ADD_CONST, ieee_unary(MUL_CONST, node, -1.0), 1.0))
+    elif op == STEP:
+        return None, None
     else:
         raise SystemError(f"grad() does not know op {op}")
     return da, db

@@ -17,13 +17,13 @@ cdef extern from "math.h":
 @cython.linetrace(False)
 @cython.profile(False)
 cdef inline bint is_binary(unsigned char op) noexcept nogil:
-    return ADD <= op <= POW
+    return ADD <= op <= POW_MASK
 
 
 @cython.linetrace(False)
 @cython.profile(False)
 cdef inline bint is_unary(unsigned char op) noexcept nogil:
-    return ADD_CONST <= op <= SIGMOID
+    return ADD_CONST <= op <= STEP
 
 
 # a ** b is the C library's pow, as Python's float ** is (setup.py builds with -fno-builtin-pow:
@@ -156,6 +156,32 @@ cdef inline double sigmoid(double x) noexcept nogil:
     return e / (1.0 + e)
 
 
+# Local derivatives are functions of the data: a gradient graph (grad(create_graph=True)) is a
+# graph of ordinary nodes that replay recomputes, so every factor that depends on the data is
+# one of these ops, never a choice made once from the data at hand.
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline double mul_no_nan(double a, double b) noexcept nogil:
+    # a * b, but 0 where b == 0, even if a is inf or nan: a derivative at a removable point
+    # (d/da a ** 0 is 0 everywhere, where the formula gives 0 * 0 ** -1 = 0 * inf)
+    return 0.0 if b == 0.0 else a * b
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline double pow_mask(double a, double b) noexcept nogil:
+    # d/db a ** b is a ** b * log(a), taken as 0 where a == 0 <= b (as torch does: 0 ** b is 0
+    # for every b > 0, so 0 is its derivative's limit there)
+    return 0.0 if a == 0.0 and b >= 0.0 else 1.0
+
+
+@cython.linetrace(False)
+@cython.profile(False)
+cdef inline double step(double a) noexcept nogil:
+    # relu's derivative, as upstream: (out > 0), so 0 for nan
+    return 1.0 if a > 0.0 else 0.0
+
+
 @cython.cdivision(True)
 @cython.linetrace(False)
 @cython.profile(False)
@@ -167,6 +193,10 @@ cdef inline double op_value(unsigned char op, double a, double b, double c) noex
         return a * b
     elif op == POW:                     # a ** b
         return power(a, b)
+    elif op == MUL_NO_NAN:
+        return mul_no_nan(a, b)
+    elif op == POW_MASK:
+        return pow_mask(a, b)
     elif op == ADD_CONST:               # a + c
         return a + c
     elif op == MUL_CONST:               # a * c
@@ -185,6 +215,8 @@ cdef inline double op_value(unsigned char op, double a, double b, double c) noex
         return log(a)
     elif op == SIGMOID:
         return sigmoid(a)
+    elif op == STEP:
+        return step(a)
     return NAN
 
 
@@ -248,9 +280,10 @@ cdef int raise_op_error(int error, str where) except -1:
     raise ValueError(message)
 
 
-# Which children op_derivatives gave a derivative for. Where a formula gives 0 * inf at a
-# removable point, the derivative is left out (its limit, 0, as in torch): d/da a**0 and, at
-# a == 0, d/db a**b = a**b * log(a).
+# Which children op_derivatives gave a derivative for: none for the ops that are constant
+# wherever they have a derivative (STEP, POW_MASK). Where a formula gives 0 * inf at a
+# removable point, the derivative is its limit, 0 (d/da a ** 0, and d/db a ** b at a == 0 <= b,
+# as in torch), and is multiplied into the gradient like any other: 0 * inf is nan.
 cdef enum:
     TO_A = 1
     TO_B = 2
@@ -262,7 +295,6 @@ cdef enum:
 cdef inline int op_derivatives(unsigned char op, double a, double b, double c, double out,
                                double* da, double* db) noexcept nogil:
     # d(out)/da into da[0] and d(out)/db into db[0] for a unary or binary op; returns which.
-    cdef int which = 0
     if op == ADD:                       # a + b
         da[0] = 1.0
         db[0] = 1.0
@@ -271,28 +303,26 @@ cdef inline int op_derivatives(unsigned char op, double a, double b, double c, d
         da[0] = b
         db[0] = a
         return TO_A | TO_B
-    elif op == POW:                     # a ** b
-        if b != 0.0:
-            da[0] = b * power(a, b - 1.0)
-            which = TO_A
-        if not (a == 0.0 and b >= 0.0):
-            db[0] = out * log(a)
-            which |= TO_B
-        return which
+    elif op == POW:                     # a ** b: b * a ** (b - 1), a ** b * log(a)
+        da[0] = mul_no_nan(power(a, b - 1.0), b)
+        db[0] = mul_no_nan(out * log(a), pow_mask(a, b))
+        return TO_A | TO_B
+    elif op == MUL_NO_NAN:              # as a * b
+        da[0] = b
+        db[0] = a
+        return TO_A | TO_B
+    elif op == POW_MASK:                # constant where it has a derivative
+        return 0
     elif op == ADD_CONST:               # a + c
         da[0] = 1.0
     elif op == MUL_CONST:               # a * c
         da[0] = c
-    elif op == POW_CONST:               # a ** c
-        if c == 0.0:
-            return 0
-        da[0] = c * power(a, c - 1.0)
-    elif op == RPOW_CONST:              # c ** a: c**a * log(c), none where c == 0 <= a
-        if c == 0.0 and a >= 0.0:
-            return 0
-        da[0] = out * log(c)
+    elif op == POW_CONST:               # a ** c: c * a ** (c - 1)
+        da[0] = mul_no_nan(power(a, c - 1.0), c)
+    elif op == RPOW_CONST:              # c ** a: c ** a * log(c)
+        da[0] = mul_no_nan(out * log(c), pow_mask(c, a))
     elif op == RELU:                    # as upstream: (out > 0), so relu(nan) passes nan on
-        da[0] = out > 0
+        da[0] = step(out)
     elif op == TANH:
         da[0] = 1.0 - out * out
     elif op == EXP:
@@ -301,7 +331,7 @@ cdef inline int op_derivatives(unsigned char op, double a, double b, double c, d
         da[0] = power(a, -1.0)
     elif op == SIGMOID:
         da[0] = out * (1.0 - out)
-    else:
+    else:                               # STEP: constant where it has a derivative
         return 0
     return TO_A
 

@@ -148,15 +148,18 @@ def test_gradients_follow_torch(case):
     import torch
     leaves, program = case
     nodes, root = run_in_domain(leaves, program)
-    # relu's gradient is (out > 0) * grad, as upstream's: a NaN gradient (or a NaN input) stays
-    # NaN through it where torch masks it to 0
+    # relu's gradient is (out > 0) * grad, as upstream's: at a NaN input it is 0 where torch
+    # passes the gradient on, and through a relu that is off an infinite or NaN gradient gives
+    # NaN where torch masks it to 0
     made = nodes[len(leaves):]
-    assume(not any(op == "relu" and (math.isnan(nodes[i].data) or math.isnan(made[k].grad))
+    assume(not any(op == "relu" and (math.isnan(nodes[i].data) or made[k].data <= 0 and
+                                     not math.isfinite(made[k].grad))
                    for k, (op, i, _, _) in enumerate(program)))
-    # where a pow's derivative is left out at a removable point (d/dx x**0, d/dy 0**y), ours is
-    # 0 whatever the gradient coming in; torch multiplies first, so a NaN there stays NaN
-    assume(not any(op in ("pow_c", "pow_v", "c_pow") and math.isnan(made[k].grad)
-                   for k, (op, _, _, _) in enumerate(program)))
+    # d/dx x ** y at y == 0 is 0, multiplied into the gradient as every derivative is, so an
+    # infinite or NaN gradient gives NaN; torch masks the product there and gives 0 (README)
+    assume(not any(op in ("pow_c", "pow_v") and (c if op == "pow_c" else nodes[j].data) == 0
+                   and not math.isfinite(made[k].grad)
+                   for k, (op, _, j, c) in enumerate(program)))
     # d/dx x**c at x = -0.0 for a fractional c < 1: ours is c * pow(-0.0, c - 1) = +inf (C99's
     # pow, as Python's math.pow), torch's kernel gives -inf
     assume(not any(op == "pow_c" and nodes[i].data == 0 and math.copysign(1, nodes[i].data) < 0

@@ -125,6 +125,19 @@ def test_non_smooth_points_follow_torch():
     assert (d.data, engine.grad(d, [x])[0].data) == (0.0, 0.0)
 
 
+@pytest.mark.parametrize("a", [2.0, 0.5, 1e-100])
+def test_the_mixed_partials_of_a_power_at_exponent_zero_are_equal(a):
+    # a ** b is smooth at b = 0 (a > 0): by hand, both mixed partials are
+    # d/da (a ** b log a) = b a ** (b - 1) log a + a ** (b - 1) = 1 / a there, d2/da2 is
+    # b (b - 1) a ** (b - 2) = 0 and d2/db2 is a ** b log(a) ** 2 = log(a) ** 2.
+    # (torch masks d/da at b == 0 and gives 0 for one of the mixed partials.)
+    x, y = Value(a), Value(0.0)
+    (h_xx, h_xy), (h_yx, h_yy) = hessian(x ** y, [x, y])
+    assert h_xy == h_yx == pytest.approx(1 / a, rel=1e-15)
+    assert h_xx == 0.0
+    assert h_yy == pytest.approx(math.log(a) ** 2, rel=1e-15)
+
+
 # -- semantics ---------------------------------------------------------------------------------
 
 def test_grad_matches_backward_and_touches_no_grad():

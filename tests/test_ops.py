@@ -1,6 +1,7 @@
 """Every op code is handled by every path: building (Value's ops, dot, sum), backward(), replay,
 and grad() with and without create_graph. Oracles: math for values, central finite differences
 of the float formulas for first derivatives, and of the first derivative for second ones."""
+import importlib.util
 import math
 
 import pytest
@@ -32,6 +33,12 @@ OPS = {
                                         + math.exp(a * b))),
     "CROSS_ENTROPY": (lambda a, b: engine.cross_entropy([a, b, a * b], 1),
                       lambda a, b: math.log(math.exp(a) + math.exp(b) + math.exp(a * b)) - b),
+    # the ops gradient graphs are made of (grad(create_graph=True)): the data-dependent factors
+    # of relu's and the powers' derivatives
+    "MUL_NO_NAN": (lambda a, b: engine._gradient_op("mul_no_nan", a, b), lambda a, b: a * b),
+    "POW_MASK": (lambda a, b: engine._gradient_op("pow_mask", a, b),
+                 lambda a, b: 0.0 if a == 0 and b >= 0 else 1.0),
+    "STEP": (lambda a, b: engine._gradient_op("step", a), lambda a, b: 1.0 if a > 0 else 0.0),
     "CROSS_ENTROPY one-hot": (
         lambda a, b: engine.cross_entropy([a, b, 0.3], [b, 1.0, a]),
         lambda a, b: sum(t * (math.log(math.exp(a) + math.exp(b) + math.exp(0.3)) - z)
@@ -168,3 +175,71 @@ def test_backward_through_subnormal_grads_matches_upstream():
         step.forward()
         step.backward()
         assert struct.pack("<d", x.grad) == struct.pack("<d", u.grad)
+
+
+# -- removable points: a derivative's limit, multiplied into the gradient like any other ---------
+
+# (name, builds out from a and b, (a, b), the local derivatives there by hand: their limits;
+# None where out does not depend on b)
+REMOVABLE = [
+    ("a ** 0 at 0", lambda a, b: a ** 0, (0.0, 1.0), (0.0, None)),
+    ("a ** b at (0, 0)", lambda a, b: a ** b, (0.0, 0.0), (0.0, 0.0)),
+    ("a ** b at (0, 2)", lambda a, b: a ** b, (0.0, 2.0), (0.0, 0.0)),
+    ("a ** b at (2, 0)", lambda a, b: a ** b, (2.0, 0.0), (0.0, math.log(2.0))),
+    ("0 ** a at 0", lambda a, b: 0.0 ** a, (0.0, 1.0), (0.0, None)),
+    ("0 ** a at 1", lambda a, b: 0.0 ** a, (1.0, 1.0), (0.0, None)),
+    ("relu(a) at -1", lambda a, b: a.relu(), (-1.0, 1.0), (0.0, None)),
+]
+
+
+def gradient_by_every_path(build, point, incoming):
+    """(a.grad, b.grad) of incoming * out through backward(), replay, grad() and
+    grad(create_graph=True), so that `out` receives the gradient `incoming`."""
+    a, b, g = Value(point[0]), Value(point[1]), Value(incoming)
+    root = build(a, b) * g
+    paths = {"grad": tuple(d.data for d in engine.grad(root, [a, b])),
+             "grad graph": tuple(d.data for d in engine.grad(root, [a, b], create_graph=True))}
+    root.backward()
+    paths["backward"] = (a.grad, b.grad)
+    a.grad = b.grad = 0.0
+    step = engine.compile(root)
+    step.forward()
+    step.backward()
+    paths["replay"] = (a.grad, b.grad)
+    return paths
+
+
+@pytest.mark.parametrize("incoming", [3.0, math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("name,build,point,limits", REMOVABLE, ids=[r[0] for r in REMOVABLE])
+def test_a_derivative_at_a_removable_point_is_its_limit_times_the_gradient(name, build, point,
+                                                                           limits, incoming):
+    # 0 times a finite gradient is 0; times inf or nan it is nan, as torch computes it and as
+    # every other zero derivative (x * 0, an inactive relu) is multiplied
+    expected = tuple(0.0 if d is None else d * incoming for d in limits)
+    for path, got in gradient_by_every_path(build, point, incoming).items():
+        for x, y in zip(got, expected):
+            assert x == y or math.isnan(x) and math.isnan(y), (path, got, expected)
+
+
+# Where torch masks the product with the gradient (not the derivative) to 0: d/da a ** b at
+# b == 0, and relu; there an infinite or nan gradient gives 0 in torch, nan here (README).
+TORCH_MASKS = {"a ** 0 at 0": "a", "a ** b at (0, 0)": "a", "a ** b at (2, 0)": "a",
+               "relu(a) at -1": "a"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@pytest.mark.parametrize("incoming", [3.0, math.inf, math.nan])
+@pytest.mark.parametrize("name,build,point,limits", REMOVABLE, ids=[r[0] for r in REMOVABLE])
+def test_removable_points_follow_torch_but_where_it_masks_the_product(name, build, point, limits,
+                                                                      incoming):
+    import torch
+    a, b = (torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in point)
+    out = torch.relu(a) if "relu" in name else build(a, b)
+    (out * incoming).backward()
+    expected = [0.0 if t.grad is None else t.grad.item() for t in (a, b)]
+    ours = gradient_by_every_path(build, point, incoming)["backward"]
+    if name in TORCH_MASKS and not math.isfinite(incoming):
+        assert expected[0] == 0.0 and math.isnan(ours[0])
+        expected[0] = ours[0]
+    for x, y in zip(ours, expected):
+        assert x == y or math.isnan(x) and math.isnan(y), (ours, expected)
