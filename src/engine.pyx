@@ -23,15 +23,17 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
-from libc.math cimport exp, floor, isfinite, isinf, log, tanh
+from libc.math cimport exp, floor, isfinite, isinf, isnan, log, tanh
 from libc.limits cimport INT_MAX
 from libc.math cimport pow as c_pow
 from libc.stdlib cimport free, realloc
 from libc.string cimport memset
 
 import numbers
+import operator
 import os
 import sys
+from collections.abc import Mapping, Set
 
 # `from micrograd_c.engine import *` gives what upstream's engine gives: Value, and not a `sum`
 # that would shadow the builtin.
@@ -786,6 +788,11 @@ def logsumexp(values):
     return nary_op(LOGSUMEXP, children, 0.0)
 
 
+cdef TypeError not_a_target(object target):
+    return TypeError("cross_entropy() target must be a class index (int) or one Value or "
+                     f"number per logit, not '{type(target).__name__}'")
+
+
 def cross_entropy(logits, target):
     """-log(softmax(logits)[target]), the classification loss, as one node.
 
@@ -795,14 +802,16 @@ def cross_entropy(logits, target):
     subtracted inside); the gradient is softmax(logits) - target, as torch's cross_entropy.
     """
     cdef tuple z = tuple(logits)
-    cdef Py_ssize_t n = len(z), i, k
+    cdef Py_ssize_t n = len(z), i
     if n == 0:
         raise ValueError("cross_entropy() needs at least one logit")
-    if isinstance(target, (bool, Value, str)) or not (hasattr(target, "__len__") or
-                                                      hasattr(target, "__index__")):
-        raise TypeError("cross_entropy() target must be a class index (int) or one Value or "
-                        f"number per logit, not '{type(target).__name__}'")
-    if hasattr(target, "__len__"):      # one per logit (a list, a tuple, a numpy array)
+    if isinstance(target, (Set, Mapping)):
+        raise TypeError("cross_entropy() targets must come in the logits' order (a list, tuple "
+                        f"or array), not a '{type(target).__name__}'")
+    if isinstance(target, (str, bytes, bool, Value)):     # True is no class index
+        raise not_a_target(target)
+    # A 0-d array has __len__ (that raises): it is one class index, as np.int64(1) is.
+    if hasattr(target, "__len__") and getattr(target, "ndim", 1) != 0:   # one per logit
         t = tuple(target)
         if len(t) != n:
             raise ValueError(f"cross_entropy() got {n} logits but {len(t)} targets")
@@ -811,7 +820,10 @@ def cross_entropy(logits, target):
             set_child(children, i, as_value(z[i], "cross_entropy() logit"))
             set_child(children, n + i, as_value(t[i], "cross_entropy() target"))
         return nary_op(CROSS_ENTROPY, children, -1.0)
-    k = target.__index__()
+    try:                                # compared with the range as a Python int (2**70 too)
+        k = operator.index(target)
+    except TypeError:
+        raise not_a_target(target) from None
     if not 0 <= k < n:
         raise IndexError(f"cross_entropy() target {k} is out of range for {n} logits")
     children = new_children(n)

@@ -375,12 +375,16 @@ cdef inline void add_to_grad(Children children, Py_ssize_t i, double g) noexcept
 @cython.profile(False)
 cdef inline double logsumexp_of(Children children, Py_ssize_t n) noexcept:
     # log(sum(exp(z[i]))) over the first n children, with the largest subtracted inside the
-    # exps, so that logits of 1e3 don't overflow; -inf for none, inf if one is inf.
+    # exps, so that logits of 1e3 don't overflow; -inf for none, inf if one is inf, nan if one
+    # is nan (which no comparison would pick as the largest).
     cdef Py_ssize_t i
-    cdef double largest = -INFINITY, total = 0.0
+    cdef double z, largest = -INFINITY, total = 0.0
     for i in range(n):
-        if child_data(children, i) > largest:
-            largest = child_data(children, i)
+        z = child_data(children, i)
+        if z > largest:
+            largest = z
+        elif isnan(z):
+            return z
     if isinf(largest):
         return largest
     for i in range(n):

@@ -219,10 +219,26 @@ def test_softmax_and_log_softmax():
     assert sum(v.data for v in softmax([Value(x) for x in LOGITS[0]])) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("logits", [[math.nan], [math.inf, math.nan], [1.0, math.nan, -2.0],
+                                    [math.nan, math.inf], [-math.inf, math.nan]])
+def test_nan_propagates_through_logsumexp_and_cross_entropy(logits):
+    # the oracle is the formula on floats: log(sum(exp(z))) with a nan among z is nan, and so
+    # is every softmax weight (torch gives nan for both, values and gradients)
+    assert math.isnan(math.log(math.fsum(math.exp(x) for x in logits)))
+    for loss in (lambda z: engine.logsumexp(z), lambda z: engine.cross_entropy(z, 0),
+                 lambda z: engine.cross_entropy(z, [1.0] + [0.0] * (len(z) - 1))):
+        z = [Value(x) for x in logits]
+        out = loss(z)
+        out.backward()
+        assert math.isnan(out.data)
+        assert all(math.isnan(v.grad) for v in z), [v.grad for v in z]
+
+
 def test_numpy_targets():
     z = [Value(x) for x in LOGITS[0]]
     by_index = cross_entropy(z, 2).data
     assert cross_entropy(z, np.int64(2)).data == by_index
+    assert cross_entropy(z, np.array(2)).data == by_index           # a 0-d array: one index
     assert cross_entropy(z, np.array([0.0, 0.0, 1.0, 0.0])).data == pytest.approx(by_index)
 
 
@@ -258,6 +274,11 @@ def test_cross_entropy_and_log_softmax_equal_torch(row):
     (4, IndexError, "out of range"), (-1, IndexError, "out of range"),
     ([1.0, 0.0], ValueError, "4 logits but 2 targets"), (1.5, TypeError, "class index"),
     (True, TypeError, "class index"), ("a", TypeError, "class index"),
+    # too big for a C integer: still out of range, not an OverflowError
+    (2**70, IndexError, "out of range"), (2**63, IndexError, "out of range"),
+    (np.uint64(2**63), IndexError, "out of range"), (np.array(1.0), TypeError, "class index"),
+    # unordered: which target goes with which logit?
+    ({0, 1, 2, 3}, TypeError, "order"), ({0: 1.0}, TypeError, "order"),
 ])
 def test_bad_targets_are_refused_clearly(target, error, message):
     z = [Value(x) for x in LOGITS[0]]
