@@ -17,8 +17,9 @@ def grad(outputs, inputs, grad_outputs=None, bint create_graph=False):
         d2fdx2, = engine.grad(dfdx, [x])
 
     outputs is a Value or a list of Values; with several, the result is the gradient of
-    sum(w * output) for the weights grad_outputs (numbers or Values, default 1 each), as in
-    torch.autograd.grad. An input the outputs don't depend on gets Value(0.0).
+    sum(w * output) for the weights grad_outputs (a number or Value per output, default 1
+    each; one number or Value for one output), as in torch.autograd.grad. An input the outputs
+    don't depend on gets Value(0.0).
 
     With create_graph=False the gradients are new leaves. With create_graph=True they are built
     from Values, part of a graph over the inputs: differentiate them again with grad(), or call
@@ -69,9 +70,17 @@ cdef tuple values_of(object x, str what):
 
 
 cdef tuple weights_of(object grad_outputs, bint create_graph):
-    # Each weight a float, or with create_graph a Value that the gradient then depends on.
+    # Each weight a float, or with create_graph a Value that the gradient then depends on. One
+    # Value or number stands for a one-item list, as for outputs.
     cdef list weights = []
-    for w in ((grad_outputs,) if isinstance(grad_outputs, Value) else grad_outputs):
+    if isinstance(grad_outputs, Value) or is_number(grad_outputs):
+        grad_outputs = (grad_outputs,)
+    try:
+        grad_outputs = tuple(grad_outputs)
+    except TypeError:
+        raise TypeError("grad() grad_outputs must be a number, a Value, or one of those per "
+                        f"output, not '{type(grad_outputs).__name__}'") from None
+    for w in grad_outputs:
         if isinstance(w, Value):
             check_made(<Value>w)
             weights.append(w if create_graph else (<Value>w).data)

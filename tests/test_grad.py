@@ -4,6 +4,7 @@ hand-derived derivatives, finite differences of the first derivative, backward()
 import importlib.util
 import math
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -174,6 +175,17 @@ def test_several_outputs_with_weights():
     w = Value(2.0)
     weighted, = engine.grad(f, [x], grad_outputs=[w], create_graph=True)
     assert engine.grad(weighted, [w])[0].data == pytest.approx(df[0].data, rel=1e-15)
+
+
+def test_one_number_or_value_is_the_weight_of_one_output():
+    x = Value(3.0)
+    assert engine.grad(x * x, [x], grad_outputs=2.0)[0].data == 2 * 2 * 3.0
+    assert engine.grad(x * x, [x], grad_outputs=np.float32(0.5))[0].data == 0.5 * 2 * 3.0
+    w = Value(-1.5)
+    d, = engine.grad(x * x, [x], grad_outputs=w, create_graph=True)
+    assert d.data == -1.5 * 2 * 3.0 and engine.grad(d, [w])[0].data == 2 * 3.0
+    with pytest.raises(TypeError, match="grad_outputs"):
+        engine.grad(x * x, [x], grad_outputs="2")
 
 
 def test_backward_through_a_gradient():
