@@ -562,7 +562,8 @@ cdef class Value:
     def label(self):
         """A name for drawing the graph (str, default ''), kept in the node's __dict__."""
         added = attributes(self, False)
-        return '' if added is None else added.get("label", "")
+        # Set through the __dict__ itself, it is checked here: never anything but a str.
+        return '' if added is None else exact_str(added.get("label", ""))
 
     @label.setter
     def label(self, value):

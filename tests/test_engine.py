@@ -456,6 +456,17 @@ def test_labels():
     assert v.label == "w3" and type(v.label) is str
 
 
+def test_a_label_set_through_the_dict_is_still_only_a_str():
+    v = Value(1.0)
+    v.__dict__["label"] = 5
+    with pytest.raises(TypeError, match="label must be a str"):
+        v.label
+    with pytest.raises(TypeError, match="label must be a str"):
+        pickle.dumps(v)             # refused when written, not when it is read back
+    v.__dict__["label"] = "w"
+    assert pickle.loads(pickle.dumps(v)).label == "w"
+
+
 def test_pickle_and_copy_give_leaves():
     x = Value(2.0, label="x")
     y = (x * 3).tanh()
