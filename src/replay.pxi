@@ -23,6 +23,10 @@ cdef struct Group:
     double db
 
 
+# Invisible to the cyclic GC, as Values are: its one object field is the root, a Value, which
+# the GC never traverses, so a Replay can't be part of a cycle the GC could see. (Tracked, the
+# GC could clear `root` while `nodes` still pointed into the graph.)
+@cython.no_gc
 @cython.final
 cdef class Replay:
     """A graph recorded by engine.compile(root), run again with forward() and backward().

@@ -284,6 +284,18 @@ def test_a_replay_keeps_its_graph_alive():
     assert step.root.data == math.tanh(0.25) * 2
 
 
+def test_a_replay_is_invisible_to_the_garbage_collector():
+    # Its one object field is the root, a Value, which the collector never traverses: tracked,
+    # a collection could clear `root` while the tape still pointed into the graph.
+    x = Value(2.0)
+    step = engine.compile(x * x)
+    assert not gc.is_tracked(step) and not gc.is_tracked(x)
+    x.__dict__["step"] = step                        # a cycle, as with any Value attribute
+    gc.collect()
+    assert step.forward() == 4.0 and step.root is not None
+    del x.__dict__["step"]
+
+
 def test_state_per_node_is_small():
     random.seed(0)
     model = MLP(2, [16, 16, 1])
