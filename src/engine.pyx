@@ -339,18 +339,22 @@ cdef inline void doom(PyObject* child) noexcept:
 
 @cython.linetrace(False)
 @cython.profile(False)
-cdef inline void doom_children(tuple children) noexcept:
+cdef inline void doom_children(PyObject* children) noexcept:
     # The children tuple of a dying node. Shared (a tuple a user passed as _children), dropping it
     # frees nothing. Ours alone, its slots are emptied here one at a time, so that of a Value
     # that fills several slots the last one dooms it, and freeing the tuple frees no Value.
+    # Borrowed, not a `tuple` argument: Cython would pass a new reference to self.children, the
+    # count would read 2, no slot would be emptied, and the tuple's dealloc would free the
+    # children recursively (bounded only by the tuple's trashcan: 50 deep before Python 3.13,
+    # ~10,000 deep in 3.13, which overflows a stack that can't grow when memory has run out).
     cdef Py_ssize_t i
     cdef PyObject* child
-    if Py_REFCNT(<PyObject*>children) != 1:
+    if Py_REFCNT(children) != 1:
         return
-    for i in range(PyTuple_GET_SIZE(children)):
-        child = PyTuple_GET_ITEM(children, i)
+    for i in range(PyTuple_GET_SIZE(<object>children)):
+        child = PyTuple_GET_ITEM(<object>children, i)
         doom(child)
-        tuple_set_item(children, i, NULL)
+        tuple_set_item(<object>children, i, NULL)
         Py_XDECREF(child)
 
 
@@ -420,7 +424,7 @@ cdef class Value:
             doom(<PyObject*>self.right)
             self.right = None
         if self.children is not None:
-            doom_children(self.children)
+            doom_children(<PyObject*>self.children)
             self.children = None
         if releasing:
             return                      # an outer __dealloc__ is draining `doomed`

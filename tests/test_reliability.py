@@ -290,6 +290,44 @@ def test_a_graph_built_until_memory_runs_out_is_freed(kind, margin_mb):
     assert int(depth) > 100_000 and float(grad) == 3.0
 
 
+# Freeing never recurses, whatever the node kind: a deep graph freed in a thread whose stack is
+# 256 KiB. (Children tuples were freed recursively, bounded by CPython's trashcan: 50 levels
+# before 3.13, ~10,000 in 3.13, which overflowed a stack that could not grow.)
+FREE_ON_A_SMALL_STACK = textwrap.dedent("""
+    import sys, threading
+    from micrograd_c import engine
+    from micrograd_c.engine import Value
+
+    x = Value(1.0)
+    grow = {"mul_const": lambda y: y * 1.0, "add": lambda y: y + x,
+            "sum": lambda y: engine.sum([x, y]), "dot": lambda y: engine.dot([y], [x]),
+            "repeated": lambda y: engine.sum([y, y]),
+            "logsumexp": lambda y: engine.logsumexp([y, x]),
+            "cross_entropy": lambda y: engine.cross_entropy([y, x], 0),
+            "hand-made": lambda y: Value(1.0, (y, x), "f")}[sys.argv[1]]
+
+    def build_and_drop():
+        y = x
+        for _ in range(200_000):
+            y = grow(y)
+        del y
+
+    threading.stack_size(256 << 10)
+    thread = threading.Thread(target=build_and_drop)
+    thread.start()
+    thread.join()
+    print("freed")
+""")
+
+
+@pytest.mark.parametrize("kind", ["mul_const", "add", "sum", "dot", "repeated", "logsumexp",
+                                  "cross_entropy", "hand-made"])
+def test_freeing_a_deep_graph_needs_no_stack(kind):
+    result = subprocess.run([sys.executable, "-c", FREE_ON_A_SMALL_STACK, kind],
+                            capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stdout) == (0, "freed\n"), result.stderr[-2000:]
+
+
 def test_deep_chains_of_repeated_children_free():
     # a node that holds its child twice: freeing its children tuple must not free the child
     # recursively when the second slot is cleared
