@@ -1,17 +1,29 @@
-# The engine's C-level contract: the node layout, the op codes and every cdef signature.
-# It lives here, beside the package, because Cython looks for the declarations of the module
-# `micrograd_c.engine` at micrograd_c/engine.pxd; a copy in src/ would be silently ignored.
+# The engine's C-level contract: the node layout, the op codes, and the signatures that the
+# engine's paths (building, backward, replay, grad) share. It lives here, beside the package,
+# because Cython looks for the declarations of the module `micrograd_c.engine` at
+# micrograd_c/engine.pxd; a copy in src/ would be silently ignored. The engine's other cdef
+# functions are declared where they are defined (src/*.pxi, all included by src/engine.pyx).
 
 cimport cython
 from cpython.ref cimport PyObject
 
 
 cdef enum Op:
-    # How each node was made. Each op's value, the checks that make it raise as Python's floats
-    # do, and its local derivatives are written once, in src/ops.pxi, and every path uses them.
-    # a and b are child Values, c is a number kept in the node. As upstream, a - b is a + (-b),
-    # a / b is a * b**-1 and -a is a * -1: the same nodes give the same grads, even when
-    # backward() runs twice. The op codes of each kind are contiguous (see is_binary, is_unary).
+    # How each node was made. a and b are child Values, c is a number kept in the node. As
+    # upstream, a - b is a + (-b), a / b is a * b**-1 and -a is a * -1: the same nodes give the
+    # same grads, even when backward() runs twice. The op codes of each kind are contiguous: a
+    # kind ends where the next begins (ops.pxi: is_binary, is_unary), so a new op goes at the end
+    # of its kind's list.
+    #
+    # To add an op (tests/test_ops.py fails, naming the place, until each is done):
+    # 1. its code here, at the end of its kind;
+    # 2. its section in src/ops.pxi (value, error check, derivatives), and its line in each
+    #    dispatch there (op_value, op_error if it can raise, op_derivatives; or nary_value and
+    #    nary_backprop);
+    # 3. its derivatives with Value ops in src/grad.pxi (value_derivatives, or value_backprop);
+    # 4. its name in OP_NAMES (src/engine.pyx), and the Value method or function that builds it,
+    #    with its stub in micrograd_c/engine.pyi;
+    # 5. a row in OPS of tests/test_ops.py: how to build it, and its value on floats.
     LEAF          # Value(x)
     CUSTOM        # Value(x, _children, _op): children kept for drawing, no gradient (as upstream)
     # binary: children a, b

@@ -60,33 +60,26 @@ cdef enum:
     SEEN = 1
 
 # A `todo` entry meaning "the children of this node are done". Object pointers are at least
-# 8-byte aligned, so the low bit is free to say so. (Helpers used inside backward() and the
-# deallocator are never line-traced, even in a debug build: a trace function would run Python
-# code in the middle of them.)
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline PyObject* done_mark(PyObject* node) noexcept:
+# 8-byte aligned, so the low bit is free to say so.
+cdef inline PyObject* done_mark(PyObject* node) noexcept nogil:
     return <PyObject*>(<size_t>node | 1)
 
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline bint is_done_mark(PyObject* entry) noexcept:
+cdef inline bint is_done_mark(PyObject* entry) noexcept nogil:
     return <size_t>entry & 1
 
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline PyObject* node_of_done_mark(PyObject* entry) noexcept:
+cdef inline PyObject* node_of_done_mark(PyObject* entry) noexcept nogil:
     return <PyObject*>(<size_t>entry & ~(<size_t>1))
 
 
 # ---------------------------------------------------------------------------------------------
-# Small C helpers
+# Small C helpers. Pure C functions are nogil: a debug build's line tracing (setup.py) never
+# enters them. The few that hold the GIL and run while the engine's state is half-changed
+# (visit marks set, the doomed list edited, grads holding tape positions) say so with
+# @cython.linetrace(False): a trace function would run Python code in the middle of them.
 
 # push returns -1 when memory runs out, without setting an exception: callers decide what that
-# means (backward raises MemoryError; a deallocator falls back to freeing recursively).
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline int push(PtrStack* stack, PyObject* item) noexcept:
+# means (backward raises MemoryError).
+cdef inline int push(PtrStack* stack, PyObject* item) noexcept nogil:
     if stack.size == stack.capacity and grow(stack) < 0:
         return -1
     stack.items[stack.size] = item
@@ -94,9 +87,7 @@ cdef inline int push(PtrStack* stack, PyObject* item) noexcept:
     return 0
 
 
-@cython.linetrace(False)
-@cython.profile(False)
-cdef int grow(PtrStack* stack) noexcept:
+cdef int grow(PtrStack* stack) noexcept nogil:
     cdef Py_ssize_t capacity
     cdef PyObject** items
     capacity = stack.capacity * 2 if stack.capacity else 1024
@@ -108,15 +99,14 @@ cdef int grow(PtrStack* stack) noexcept:
     return 0
 
 
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline void release_storage(PtrStack* stack) noexcept:
+cdef inline void release_storage(PtrStack* stack) noexcept nogil:
     free(stack.items)
     stack.items = NULL
     stack.size = 0
     stack.capacity = 0
 
 
+include "floats.pxi"
 include "ops.pxi"
 
 
@@ -323,8 +313,7 @@ cdef union Link:               # a doomed Value's data field, reused as the list
     PyObject* next
 
 
-@cython.linetrace(False)
-@cython.profile(False)
+@cython.linetrace(False)                # edits the doomed list
 cdef inline void doom(PyObject* child) noexcept:
     # `child` is a Value in a field of a dying node, about to be cleared. If the field holds its
     # last reference, the list takes one of its own, so clearing the field does not free it here.
@@ -337,8 +326,7 @@ cdef inline void doom(PyObject* child) noexcept:
         doomed = child
 
 
-@cython.linetrace(False)
-@cython.profile(False)
+@cython.linetrace(False)                # edits the doomed list
 cdef inline void doom_children(PyObject* children) noexcept:
     # The children tuple of a dying node. Shared (a tuple a user passed as _children), dropping it
     # frees nothing. Ours alone, its slots are emptied here one at a time, so that of a Value
@@ -358,8 +346,7 @@ cdef inline void doom_children(PyObject* children) noexcept:
         Py_XDECREF(child)
 
 
-@cython.linetrace(False)
-@cython.profile(False)
+@cython.linetrace(False)                # edits the doomed list
 cdef inline PyObject* next_doomed() noexcept:
     global doomed
     cdef Link link
@@ -410,8 +397,7 @@ cdef class Value:
             attributes(self, True)["label"] = label
         self.made = True
 
-    @cython.linetrace(False)
-    @cython.profile(False)
+    @cython.linetrace(False)            # edits the doomed list
     def __dealloc__(self):
         global releasing
         if self.attributes != NULL:
@@ -465,7 +451,7 @@ cdef class Value:
         """max(0, self), as upstream: relu(-0.0) is -0.0 and relu(nan) is nan."""
         return unary_op(RELU, self, 0.0, True)
 
-    @cython.linetrace(False)        # between its steps every node is marked: no Python there
+    @cython.linetrace(False)            # between its steps every node is marked
     def backward(self):
         """Set self.grad to 1 and add d(self)/d(node) into every node's grad below it.
 
@@ -721,8 +707,8 @@ cdef inline void set_child(tuple children, Py_ssize_t i, Value child) noexcept:
     PyTuple_SET_ITEM(children, i, child)
 
 
-cdef inline TupleChildren items_of(tuple children) noexcept:
-    return TupleChildren(<PyObject**>&(<PyTupleObject*>children).ob_item[0])
+cdef inline ValueChildren items_of(tuple children) noexcept:
+    return ValueChildren(<PyObject**>&(<PyTupleObject*>children).ob_item[0])
 
 
 cdef extern from "Python.h":
@@ -889,34 +875,24 @@ def copy_from_array(values, source, bint grads=False):
 # ---------------------------------------------------------------------------------------------
 # Backward
 
-@cython.linetrace(False)
-@cython.profile(False)
+@cython.linetrace(False)                # runs while every node below the root is marked
 cdef void backprop_node(Value node) noexcept:
-    # One step of the chain rule: g = d(root)/d(node) is added, times each local derivative
-    # (src/ops.pxi), into each child's grad. IEEE arithmetic: the sweep never raises (1/0 is
-    # inf, as in torch). (Fields are read through `node.` because a local `Value a = node.left`
-    # would cost two reference-count writes per child, and this loop is bound by memory traffic.)
-    cdef double g = node.grad, da, db
-    cdef int which
-    cdef unsigned char op = node.op
-    cdef PyObject* children
-    if is_binary(op):
-        which = op_derivatives(op, node.left.data, node.right.data, 0.0, node.data, &da, &db)
-        if which & TO_A:
-            node.left.grad += times_grad(da, g)
-        if which & TO_B:
-            node.right.grad += times_grad(db, g)
-    elif is_unary(op):
-        if op_derivatives(op, node.left.data, 0.0, node.state, node.data, &da, &db):
-            node.left.grad += times_grad(da, g)
-    elif op != LEAF and op != CUSTOM:   # they pass nothing on (upstream's default _backward)
-        children = <PyObject*>node.children      # borrowed: no reference-count traffic
-        nary_backprop(op, TupleChildren(&(<PyTupleObject*>children).ob_item[0]),
-                      Py_SIZE(children), node.state, node.data, g)
+    # One step of the chain rule for a Value (src/ops.pxi, node_backprop). A unary or binary
+    # node's children are its fields left and right: copied into a pair, every node has its
+    # children in an array. (Borrowed pointers, read through `node.`: a local `Value` would cost
+    # reference-count writes, and backward() is bound by memory traffic.)
+    cdef PyObject* pair[2]
+    cdef PyObject* children = <PyObject*>node.children
+    if node.children is None:
+        pair[0] = <PyObject*>node.left
+        pair[1] = <PyObject*>node.right
+        node_backprop(node.op, ValueChildren(&pair[0]), 2, node.state, node.data, node.grad)
+    else:
+        node_backprop(node.op, items_of(<tuple>children), Py_SIZE(children), node.state,
+                      node.data, node.grad)
 
 
-@cython.linetrace(False)
-@cython.profile(False)
+@cython.linetrace(False)                # runs while every node below the root is marked
 cdef void sweep(PtrStack* order) noexcept:
     # Go one node at a time, parents before children, applying the chain rule; leave every
     # visit mark as topological_order found it.
@@ -928,8 +904,7 @@ cdef void sweep(PtrStack* order) noexcept:
         node.visit = NOT_SEEN
 
 
-@cython.linetrace(False)
-@cython.profile(False)
+@cython.linetrace(False)                # marks nodes as it goes
 cdef int topological_order(PyObject** roots, Py_ssize_t count, PtrStack* order) except -1:
     # An iterative depth-first search (recursion fails at depth ~1,000 in Python and overflows
     # the C stack near 1e5). Each entry of `todo` is a node to expand, or, once its children

@@ -154,13 +154,13 @@ cdef int value_backprop(Replay tape, Py_ssize_t i, object g, Contributions pendi
         for j in range(tape.first[i + 1] - tape.first[i]):
             pending.add(links[j], softmax_of(node.children[j], node), g)
     elif op == CROSS_ENTROPY:
-        cross_entropy_backprop(node, links, g, pending)
-    elif op != LEAF and op != CUSTOM:   # they pass nothing on, as in backward()
-        raise SystemError(f"grad() does not know op {op}")
+        value_cross_entropy_backprop(node, links, g, pending)
+    elif has_formula(op):               # LEAF and CUSTOM pass nothing on, as in backward()
+        raise SystemError(f"grad() does not know op {op} (src/grad.pxi, value_backprop)")
     return 0
 
 
-cdef int cross_entropy_backprop(Value node, const int* links, object g,
+cdef int value_cross_entropy_backprop(Value node, const int* links, object g,
                                 Contributions pending) except -1:
     # nary_backprop's CROSS_ENTROPY case with Values; lse is a logsumexp node of the logits.
     cdef Py_ssize_t j, n = PyTuple_GET_SIZE(node.children), m = n // 2
@@ -313,23 +313,19 @@ cdef Value gradient_value(object x):
 cdef tuple value_derivatives(Value node):
     # op_derivatives (src/ops.pxi), case for case, with Values: (d/da, d/db), None where there is
     # none. out is the node itself, a and b its children, c its number. Each formula is computed
-    # in the same order as the float one, so that it gives the same bits.
+    # in the same order as its float one (the op's section in ops.pxi), for the same bits.
     cdef unsigned char op = node.op
     cdef Value a = node.left, b = node.right
     cdef double c = node.state
     da = db = None
     if op == ADD:                       # a + b
         return 1.0, 1.0
-    elif op == MUL:                     # a * b
+    elif op == MUL or op == MUL_NO_NAN: # a * b
         return b, a
     elif op == POW:                     # a ** b
         da = ieee_binary(MUL_NO_NAN, ieee_binary(POW, a, ieee_unary(ADD_CONST, b, -1.0)), b)
         db = ieee_binary(MUL_NO_NAN, ieee_binary(MUL, node, ieee_unary(LOG, a, 0.0)),
                          ieee_binary(POW_MASK, a, b))
-    elif op == MUL_NO_NAN:
-        return b, a
-    elif op == POW_MASK:
-        return None, None
     elif op == ADD_CONST:               # a + c
         da = 1.0
     elif op == MUL_CONST:               # a * c
@@ -350,10 +346,10 @@ cdef tuple value_derivatives(Value node):
         da = ieee_unary(POW_CONST, a, -1.0)
     elif op == SIGMOID:                 # out * (1 - out)
         da = ieee_binary(MUL, node, ieee_unary(ADD_CONST, ieee_unary(MUL_CONST, node, -1.0), 1.0))
-    elif op == STEP:
+    elif op == POW_MASK or op == STEP:  # constant where they have a derivative
         return None, None
     else:
-        raise SystemError(f"grad() does not know op {op}")
+        raise SystemError(f"grad() does not know op {op} (src/grad.pxi, value_derivatives)")
     return da, db
 
 

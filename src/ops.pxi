@@ -1,224 +1,19 @@
-# The ops, defined once: each op's value, the checks that make it raise where Python's floats
-# raise, and its local derivatives. Every path calls these: the ops that build nodes (Value's
-# methods, dot, sum), backward(), and replay's forward and backward (src/replay.pxi). The one
-# other place an op's derivatives are written is grad(create_graph=True), which builds them from
-# Values (src/grad.pxi), in the same order as op_derivatives here.
+# The ops, defined once. One section per op, in upstream's order and then the ops beyond it:
+# its value, where it raises (as Python's floats and math raise), and its local derivatives.
+# The dispatch at the end is the one place that maps an op code to its section; building
+# (engine.pyx), backward() and replay (replay.pxi) all go through it, which is why they agree to
+# the bit. grad(create_graph=True) writes the same derivatives with Value ops (grad.pxi,
+# value_derivatives), case for case. To add an op, see the list in micrograd_c/engine.pxd.
 #
-# a and b are the data of a node's first and second child, c is the number kept in the node
-# (node.state), out is the node's own value. The op codes are listed in micrograd_c/engine.pxd.
-
-cdef extern from "math.h":
-    double NAN
-    double INFINITY
-    double fabs(double x) nogil
-    double copysign(double x, double y) nogil
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline bint is_binary(unsigned char op) noexcept nogil:
-    return ADD <= op <= POW_MASK
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline bint is_unary(unsigned char op) noexcept nogil:
-    return ADD_CONST <= op <= STEP
-
-
-# a ** b is the C library's pow, as Python's float ** is (setup.py builds with -fno-builtin-pow:
-# GCC would fold pow(x, -1.0) into 1.0 / x, which is not glibc's pow in 0.08% of doubles). Two
-# exponents are everywhere (a / b is a * b**-1, as upstream, and its derivative has b**-2) and
-# have a shortcut that gives pow's own result: the nearest double to the exact value, computed
-# with one division, whenever the exact value is not within 0.46 ulp of the next double. pow
-# errs by at most 0.54 ulp (glibc's and musl's pow, since 2018), so there it returns the
-# nearest double too; elsewhere pow itself is called. Checked against pow on 4e8 doubles here,
-# and in tests/test_ops.py.
-cdef union Bits:
-    double value
-    unsigned long long bits
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double shortcut(double r, double error, double a, double b) noexcept nogil:
-    # r is within an ulp of the exact a ** b, which lies `error` (estimated to ~2**-100 of r)
-    # from it: the nearest double if pow must give that one, else pow's own result.
-    cdef Bits exponent
-    cdef double ulp, step
-    exponent.value = r
-    exponent.bits &= 0x7ff0000000000000ULL
-    ulp = exponent.value * 2.220446049250313e-16
-    if fabs(error) > 0.5 * ulp:         # two roundings left r the other neighbour
-        step = copysign(ulp, error)
-        r += step
-        error -= step
-        exponent.value = r
-        exponent.bits &= 0x7ff0000000000000ULL
-        ulp = exponent.value * 2.220446049250313e-16
-    exponent.value = r
-    if exponent.bits & 0xfffffffffffffULL == 0 or fabs(error) >= 0.45 * ulp:
-        return c_pow(a, b)              # a power of two (the double below is nearer), or close
-    return r
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double product_error(double x, double y, double p) noexcept nogil:
-    # x * y - p exactly, where p is x * y rounded: Dekker's product, in plain arithmetic (fma()
-    # is a library call on baseline x86-64). Exact while |x|, |y| < 2**995 and |p| > 2**-960.
-    cdef double xs = 134217729.0 * x, ys = 134217729.0 * y    # Veltkamp's split, 2**27 + 1
-    cdef double xh = xs - (xs - x), yh = ys - (ys - y)
-    cdef double xl = x - xh, yl = y - yh
-    return ((xh * yh - p) + xh * yl + xl * yh) + xl * yl
-
-
-@cython.cdivision(True)
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double power(double a, double b) noexcept nogil:
-    # 1 - x r is exact where r is 1 / x rounded: (1 - x r rounded, exact as it is near 1) less
-    # the product's rounding error.
-    cdef double r, s, t, u
-    if b == -1.0 and 1e-150 < fabs(a) < 1e150:
-        r = 1.0 / a
-        u = a * r
-        return shortcut(r, ((1.0 - u) - product_error(a, r, u)) * r, a, b)     # (1 - a r) r
-    if b == -2.0 and 1e-75 < fabs(a) < 1e75:
-        s = a * a
-        t = product_error(a, a, s)                              # a * a == s + t exactly
-        r = 1.0 / s
-        u = s * r
-        return shortcut(r, ((1.0 - u) - product_error(s, r, u) - r * t) * r, a, b)  # 1/(s+t) - r
-    return c_pow(a, b)
-
-
-# Grads shrink along long graphs and become subnormal numbers (below 2**-1022). An x86
-# multiplication with a subnormal operand or result takes a microcode assist, ~20 ns where it
-# otherwise takes 0.3 (additions take none): that was a third of replaying fastest_autograd's
-# backward. So each local derivative is multiplied into a grad by times_grad(), which does the
-# tiny case without such a multiplication, with the same result: the nearest double.
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double times_grad(double d, double g) noexcept nogil:
-    # d * g
-    if fabs(g) < 2.004168360008973e-292 and g != 0.0:     # 2**-969: d g may be subnormal
-        return tiny_product(d, g)
-    return d * g
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef double tiny_product(double d, double g) noexcept nogil:
-    # d * g for 0 < |g| < 2**-969. With g = G 2**-1074 (G from g's bits if g is subnormal),
-    # d G = P + E exactly (Dekker's product), and if P < 2**53 the result is a subnormal number
-    # or in the lowest binade, whose bits count multiples of 2**-1074: they are d G rounded to
-    # an integer, to even on a tie. A normal result, and a d out of the range where this is
-    # exact, take the multiplication itself.
-    cdef Bits x
-    cdef double G, P, E, R, D
-    cdef unsigned long long sign
-    x.value = g
-    sign = x.bits & 0x8000000000000000ULL
-    x.bits ^= sign
-    if x.bits < 0x0010000000000000ULL:                   # subnormal
-        G = <double>x.bits
-    else:                                                   # times 2**1074 in two exact steps
-        G = x.value * 8.98846567431158e+307 * 2251799813685248.0
-    x.value = d
-    sign ^= x.bits & 0x8000000000000000ULL
-    x.bits ^= x.bits & 0x8000000000000000ULL
-    P = x.value * G
-    if not (x.value < 3.3484643974570854e+299 and 1.0 < P < 9007199254740992.0):
-        return d * g        # |d| >= 2**995, inf or nan; or d g is normal, or below 2**-1074
-    E = product_error(x.value, G, P)
-    if P >= 4503599627370496.0:         # 2**52: P is an integer, the nearest one to d G
-        R = P
-    else:
-        R = (P + 4503599627370496.0) - 4503599627370496.0  # P rounded to an integer, to even
-        D = P - R                                           # exact: |D| <= 0.5, and |E| is
-        if D == 0.5 and E > 0.0:                            # below half P's ulp, so only a
-            R += 1.0                                        # tie of P can turn either way
-        elif D == -0.5 and E < 0.0:
-            R -= 1.0
-    x.bits = <unsigned long long>R | sign
-    return x.value
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double sigmoid(double x) noexcept nogil:
-    # 1 / (1 + exp(-x)) without overflow for large -x
-    cdef double e
-    if x >= 0.0:
-        return 1.0 / (1.0 + exp(-x))
-    e = exp(x)
-    return e / (1.0 + e)
-
-
-# Local derivatives are functions of the data: a gradient graph (grad(create_graph=True)) is a
-# graph of ordinary nodes that replay recomputes, so every factor that depends on the data is
-# one of these ops, never a choice made once from the data at hand.
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double mul_no_nan(double a, double b) noexcept nogil:
-    # a * b, but 0 where b == 0, even if a is inf or nan: a derivative at a removable point
-    # (d/da a ** 0 is 0 everywhere, where the formula gives 0 * 0 ** -1 = 0 * inf)
-    return 0.0 if b == 0.0 else a * b
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double pow_mask(double a, double b) noexcept nogil:
-    # d/db a ** b is a ** b * log(a), taken as 0 where a == 0 <= b (as torch does: 0 ** b is 0
-    # for every b > 0, so 0 is its derivative's limit there)
-    return 0.0 if a == 0.0 and b >= 0.0 else 1.0
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double step(double a) noexcept nogil:
-    # relu's derivative, as upstream: (out > 0), so 0 for nan
-    return 1.0 if a > 0.0 else 0.0
-
-
-@cython.cdivision(True)
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double op_value(unsigned char op, double a, double b, double c) noexcept nogil:
-    # The value of a unary or binary op, in IEEE arithmetic (inf and nan, never an error).
-    if op == ADD:                       # a + b
-        return a + b
-    elif op == MUL:                     # a * b
-        return a * b
-    elif op == POW:                     # a ** b
-        return power(a, b)
-    elif op == MUL_NO_NAN:
-        return mul_no_nan(a, b)
-    elif op == POW_MASK:
-        return pow_mask(a, b)
-    elif op == ADD_CONST:               # a + c
-        return a + c
-    elif op == MUL_CONST:               # a * c
-        return a * c
-    elif op == POW_CONST:               # a ** c
-        return power(a, c)
-    elif op == RPOW_CONST:              # c ** a
-        return power(c, a)
-    elif op == RELU:                    # max(0, a), as upstream: relu(-0.0) is -0.0
-        return 0.0 if a < 0 else a
-    elif op == TANH:
-        return tanh(a)
-    elif op == EXP:
-        return exp(a)
-    elif op == LOG:
-        return log(a)
-    elif op == SIGMOID:
-        return sigmoid(a)
-    elif op == STEP:
-        return step(a)
-    return NAN
-
+# a and b are the data of a node's first and second child, c the number kept in the node
+# (node.state), out the node's own value; d/da and d/db go to da[0] and db[0].
+#
+# Local derivatives are functions of the data, never a choice made once from the data at hand:
+# a gradient graph replays like any other graph, so where a derivative depends on the data in
+# another way than by arithmetic (relu's step, a power's removable points), that part is an op
+# of its own (STEP, MUL_NO_NAN, POW_MASK, at the end).
+#
+# Everything here is pure C (nogil): a debug build's line tracing never enters it.
 
 # Where Python's floats and math raise instead of giving inf or nan.
 cdef enum OpError:
@@ -230,8 +25,28 @@ cdef enum OpError:
     LOG_DOMAIN                          # ValueError
 
 
-@cython.linetrace(False)
-@cython.profile(False)
+# -- a + b ---------------------------------------------------------------------------------------
+
+cdef inline double add_value(double a, double b) noexcept nogil:
+    return a + b
+
+cdef inline void add_derivatives(double* da, double* db) noexcept nogil:
+    da[0] = 1.0
+    db[0] = 1.0
+
+
+# -- a * b ---------------------------------------------------------------------------------------
+
+cdef inline double mul_value(double a, double b) noexcept nogil:
+    return a * b
+
+cdef inline void mul_derivatives(double a, double b, double* da, double* db) noexcept nogil:
+    da[0] = b
+    db[0] = a
+
+
+# -- a ** b: the C library's pow, as Python's float ** (floats.pxi: power) -----------------------
+
 cdef inline int pow_error(double a, double b, double out) noexcept nogil:
     # CPython's float ** float; its nan and inf cases are C99's pow
     if isfinite(a) and isfinite(b):
@@ -243,12 +58,270 @@ cdef inline int pow_error(double a, double b, double out) noexcept nogil:
             return POW_OVERFLOW
     return NO_ERROR
 
+cdef inline void pow_derivatives(double a, double b, double out, double* da,
+                                 double* db) noexcept nogil:
+    # b * a ** (b - 1), which is 0 for b == 0 even where a ** -1 is inf; and a ** b * log(a),
+    # taken as 0 where a == 0 <= b, as torch does (0 ** b is 0 for every b > 0)
+    da[0] = mul_no_nan(power(a, b - 1.0), b)
+    db[0] = mul_no_nan(out * log(a), pow_mask(a, b))
 
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline int op_error(unsigned char op, double a, double b, double c, double out) noexcept nogil:
-    # Each error's op gives inf or nan there (0 ** -1 is inf, (-1) ** 0.5 nan, log(0) -inf):
-    # a finite value is never one, and needs no second dispatch on the op.
+
+# -- relu(a): max(0, a), as upstream: relu(-0.0) is -0.0 and relu(nan) nan -----------------------
+
+cdef inline double relu_value(double a) noexcept nogil:
+    return 0.0 if a < 0 else a
+
+cdef inline double relu_derivative(double out) noexcept nogil:
+    return step_value(out)              # upstream's (out > 0): 0 for nan
+
+
+# -- beyond upstream: a number c kept in the node instead of a leaf Value ------------------------
+# a - b is a + (-b), a / b is a * b ** -1 and -a is a * -1, as upstream builds them.
+
+cdef inline double add_const_value(double a, double c) noexcept nogil:        # a + c
+    return a + c
+
+cdef inline double mul_const_value(double a, double c) noexcept nogil:        # a * c
+    return a * c
+
+cdef inline double pow_const_derivative(double a, double c) noexcept nogil:   # a ** c
+    return mul_no_nan(power(a, c - 1.0), c)         # c * a ** (c - 1): 0 for c == 0
+
+cdef inline double rpow_const_derivative(double a, double c, double out) noexcept nogil:
+    return mul_no_nan(out * log(c), pow_mask(c, a))     # c ** a: c ** a * log(c)
+
+
+# -- tanh, exp, log, sigmoid ---------------------------------------------------------------------
+
+cdef inline double tanh_derivative(double out) noexcept nogil:
+    return 1.0 - out * out
+
+cdef inline int exp_error(double a, double out) noexcept nogil:
+    return EXP_OVERFLOW if isinf(out) and isfinite(a) else NO_ERROR
+
+cdef inline int log_error(double a) noexcept nogil:
+    return LOG_DOMAIN if a <= 0.0 else NO_ERROR     # nan passes, as in math.log
+
+cdef inline double log_derivative(double a) noexcept nogil:
+    return power(a, -1.0)               # 1 / a, as a ** -1 (upstream's reciprocal: a pow node)
+
+cdef inline double sigmoid_value(double a) noexcept nogil:
+    # 1 / (1 + exp(-a)) without overflow for large -a
+    cdef double e
+    if a >= 0.0:
+        return 1.0 / (1.0 + exp(-a))
+    e = exp(a)
+    return e / (1.0 + e)
+
+cdef inline double sigmoid_derivative(double out) noexcept nogil:
+    return out * (1.0 - out)
+
+
+# -- the ops gradient graphs are made of, for what derivatives do beyond arithmetic --------------
+
+cdef inline double mul_no_nan(double a, double b) noexcept nogil:
+    # a * b, but 0 where b == 0, even if a is inf or nan: a derivative at a removable point.
+    # Its derivatives are a * b's: b and a.
+    return 0.0 if b == 0.0 else a * b
+
+cdef inline double pow_mask(double a, double b) noexcept nogil:
+    # where d/db a ** b is taken as 0 (a == 0 <= b): 0 there, else 1. Constant wherever it has
+    # a derivative: none.
+    return 0.0 if a == 0.0 and b >= 0.0 else 1.0
+
+cdef inline double step_value(double a) noexcept nogil:
+    # relu's derivative: 1 where a > 0, else 0 (nan too). No derivative (relu'' = 0).
+    return 1.0 if a > 0.0 else 0.0
+
+
+# -- n-ary ops: over a node's children, wherever they are ----------------------------------------
+# A Value's children are borrowed pointers (its children tuple's items, or its fields left and
+# right copied into a pair); on replay's tape they are indices into arrays of values and grads.
+# Each formula is written once, over either (a fused type).
+
+cdef struct ValueChildren:
+    PyObject** items                    # borrowed pointers to the children
+
+cdef struct TapeChildren:
+    const int* index                    # the children's positions on the tape
+    const double* values
+    double* grads
+
+ctypedef fused Children:
+    ValueChildren
+    TapeChildren
+
+
+cdef inline double child_data(Children children, Py_ssize_t i) noexcept nogil:
+    if Children is ValueChildren:
+        return (<Value>children.items[i]).data
+    else:
+        return children.values[children.index[i]]
+
+cdef inline void add_to_grad(Children children, Py_ssize_t i, double g) noexcept nogil:
+    cdef double* grad
+    if Children is ValueChildren:
+        grad = &(<Value>children.items[i]).grad     # a C field: no reference counting
+    else:
+        grad = &children.grads[children.index[i]]
+    grad[0] += g
+
+
+# -- dot(w, x, bias): bias + sum(w[i] * x[i]), one node for a whole neuron -----------------------
+# Children w[0..m), x[0..m), then the bias if it is a Value (an odd count says so); a number
+# bias is c (0 if none). The sum is upstream's order, bias first.
+
+@cython.cdivision(True)                 # n // 2 of a size: no floor-division code
+cdef inline double dot_value(Children children, Py_ssize_t n, double c) noexcept nogil:
+    cdef Py_ssize_t i, m = n // 2
+    cdef double total = child_data(children, 2 * m) if n % 2 else c
+    for i in range(m):
+        total += child_data(children, i) * child_data(children, m + i)
+    return total
+
+@cython.cdivision(True)
+cdef inline void dot_backprop(Children children, Py_ssize_t n, double g) noexcept nogil:
+    # d/dw[i] = x[i], d/dx[i] = w[i], d/dbias = 1
+    cdef Py_ssize_t i, m = n // 2
+    for i in range(m):
+        add_to_grad(children, i, times_grad(child_data(children, m + i), g))
+        add_to_grad(children, m + i, times_grad(child_data(children, i), g))
+    if n % 2:
+        add_to_grad(children, 2 * m, g)
+
+
+# -- sum(v): d/dv[i] = 1 -------------------------------------------------------------------------
+
+cdef inline double sum_value(Children children, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0.0
+    for i in range(n):
+        total += child_data(children, i)
+    return total
+
+cdef inline void sum_backprop(Children children, Py_ssize_t n, double g) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        add_to_grad(children, i, g)
+
+
+# -- logsumexp(z): log(sum(exp(z[i]))); d/dz[i] = softmax(z)[i] = exp(z[i] - out) ----------------
+
+cdef inline double logsumexp_value(Children children, Py_ssize_t n) noexcept nogil:
+    # The largest is subtracted inside the exps, so that logits of 1e3 don't overflow; -inf for
+    # none, inf if one is inf, nan if one is nan (which no comparison would pick as the largest).
+    cdef Py_ssize_t i
+    cdef double z, largest = -INFINITY, total = 0.0
+    for i in range(n):
+        z = child_data(children, i)
+        if z > largest:
+            largest = z
+        elif isnan(z):
+            return z
+    if isinf(largest):
+        return largest
+    for i in range(n):
+        total += exp(child_data(children, i) - largest)
+    return largest + log(total)
+
+cdef inline void logsumexp_backprop(Children children, Py_ssize_t n, double out,
+                                    double g) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        add_to_grad(children, i, times_grad(exp(child_data(children, i) - out), g))
+
+
+# -- cross_entropy(z, target): -log(softmax(z)[target]) ------------------------------------------
+# A class index c >= 0: lse(z) - z[c], with d/dz[i] = softmax(z)[i] - (i == c). For c < 0,
+# targets t: children z[0..m), t[0..m), and sum(t[i] * (lse(z) - z[i])), with
+# d/dz[i] = sum(t) * softmax(z)[i] - t[i] and d/dt[i] = lse(z) - z[i].
+
+@cython.cdivision(True)
+cdef inline double cross_entropy_value(Children children, Py_ssize_t n, double c) noexcept nogil:
+    cdef Py_ssize_t i, m = n // 2
+    cdef double lse, total = 0.0
+    if c >= 0:
+        return logsumexp_value(children, n) - child_data(children, <Py_ssize_t>c)
+    lse = logsumexp_value(children, m)
+    for i in range(m):
+        total += child_data(children, m + i) * (lse - child_data(children, i))
+    return total
+
+@cython.cdivision(True)
+cdef inline void cross_entropy_backprop(Children children, Py_ssize_t n, double c,
+                                        double g) noexcept nogil:
+    cdef Py_ssize_t i, m = n // 2
+    cdef double lse, targets = 0.0, softmax
+    if c >= 0:
+        lse = logsumexp_value(children, n)
+        for i in range(n):
+            softmax = exp(child_data(children, i) - lse)
+            softmax -= 1.0 if i == <Py_ssize_t>c else 0.0
+            add_to_grad(children, i, times_grad(softmax, g))
+        return
+    lse = logsumexp_value(children, m)
+    for i in range(m):
+        targets += child_data(children, m + i)
+    for i in range(m):
+        softmax = exp(child_data(children, i) - lse)
+        add_to_grad(children, i, times_grad(targets * softmax - child_data(children, m + i), g))
+    for i in range(m):
+        add_to_grad(children, m + i, times_grad(lse - child_data(children, i), g))
+
+
+# == Dispatch: an op code to its section ==========================================================
+# The op codes of each kind are contiguous (engine.pxd); a kind ends where the next one begins.
+
+cdef inline bint is_binary(unsigned char op) noexcept nogil:          # children a, b
+    return ADD <= op < ADD_CONST
+
+cdef inline bint is_unary(unsigned char op) noexcept nogil:           # child a, and c
+    return ADD_CONST <= op < DOT
+
+cdef inline bint has_formula(unsigned char op) noexcept nogil:        # all but LEAF, CUSTOM
+    return op >= ADD
+
+
+cdef inline double op_value(unsigned char op, double a, double b, double c) noexcept nogil:
+    # The value of a unary or binary op, in IEEE arithmetic (inf and nan, never an error).
+    if op == ADD:
+        return add_value(a, b)
+    elif op == MUL:
+        return mul_value(a, b)
+    elif op == POW:
+        return power(a, b)
+    elif op == MUL_NO_NAN:
+        return mul_no_nan(a, b)
+    elif op == POW_MASK:
+        return pow_mask(a, b)
+    elif op == ADD_CONST:
+        return add_const_value(a, c)
+    elif op == MUL_CONST:
+        return mul_const_value(a, c)
+    elif op == POW_CONST:
+        return power(a, c)
+    elif op == RPOW_CONST:
+        return power(c, a)
+    elif op == RELU:
+        return relu_value(a)
+    elif op == TANH:
+        return tanh(a)
+    elif op == EXP:
+        return exp(a)
+    elif op == LOG:
+        return log(a)
+    elif op == SIGMOID:
+        return sigmoid_value(a)
+    elif op == STEP:
+        return step_value(a)
+    return NAN
+
+
+cdef inline int op_error(unsigned char op, double a, double b, double c,
+                         double out) noexcept nogil:
+    # Which error Python's floats or math raise for this op and value, or NO_ERROR. Each error's
+    # op gives inf or nan there (0 ** -1 is inf, (-1) ** 0.5 nan, log(0) -inf): a finite value is
+    # never one, and needs no second dispatch on the op.
     if isfinite(out):
         return NO_ERROR
     if op == POW:
@@ -258,10 +331,133 @@ cdef inline int op_error(unsigned char op, double a, double b, double c, double 
     elif op == RPOW_CONST:
         return pow_error(c, a, out)
     elif op == EXP:
-        return EXP_OVERFLOW if isinf(out) and isfinite(a) else NO_ERROR
+        return exp_error(a, out)
     elif op == LOG:
-        return LOG_DOMAIN if a <= 0.0 else NO_ERROR   # nan passes, as in math.log
+        return log_error(a)
     return NO_ERROR
+
+
+# Which children op_derivatives gave a derivative for: none for the ops that are constant
+# wherever they have a derivative (POW_MASK, STEP). A derivative of 0 (a removable point, an
+# inactive relu) is multiplied into the gradient like any other: 0 * inf is nan.
+cdef enum:
+    TO_A = 1
+    TO_B = 2
+
+
+cdef inline int op_derivatives(unsigned char op, double a, double b, double c, double out,
+                               double* da, double* db) noexcept nogil:
+    # d(out)/da into da[0] and d(out)/db into db[0] for a unary or binary op; returns which.
+    if op == ADD:
+        add_derivatives(da, db)
+    elif op == MUL or op == MUL_NO_NAN:
+        mul_derivatives(a, b, da, db)
+    elif op == POW:
+        pow_derivatives(a, b, out, da, db)
+    elif op == ADD_CONST:
+        da[0] = 1.0
+        return TO_A
+    elif op == MUL_CONST:
+        da[0] = c
+        return TO_A
+    elif op == POW_CONST:
+        da[0] = pow_const_derivative(a, c)
+        return TO_A
+    elif op == RPOW_CONST:
+        da[0] = rpow_const_derivative(a, c, out)
+        return TO_A
+    elif op == RELU:
+        da[0] = relu_derivative(out)
+        return TO_A
+    elif op == TANH:
+        da[0] = tanh_derivative(out)
+        return TO_A
+    elif op == EXP:
+        da[0] = out
+        return TO_A
+    elif op == LOG:
+        da[0] = log_derivative(a)
+        return TO_A
+    elif op == SIGMOID:
+        da[0] = sigmoid_derivative(out)
+        return TO_A
+    else:                               # POW_MASK, STEP
+        return 0
+    return TO_A | TO_B
+
+
+cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
+                              double c) noexcept nogil:
+    if op == DOT:
+        return dot_value(children, n, c)
+    elif op == SUM:
+        return sum_value(children, n)
+    elif op == LOGSUMEXP:
+        return logsumexp_value(children, n)
+    elif op == CROSS_ENTROPY:
+        return cross_entropy_value(children, n, c)
+    return NAN
+
+
+cdef inline void nary_backprop(unsigned char op, Children children, Py_ssize_t n, double c,
+                               double out, double g) noexcept nogil:
+    if op == DOT:
+        dot_backprop(children, n, g)
+    elif op == SUM:
+        sum_backprop(children, n, g)
+    elif op == LOGSUMEXP:
+        logsumexp_backprop(children, n, out, g)
+    elif op == CROSS_ENTROPY:
+        cross_entropy_backprop(children, n, c, g)
+
+
+# -- a node, whatever its kind: what backward(), replay and compile() share ----------------------
+
+cdef inline double node_value(unsigned char op, Children children, Py_ssize_t n,
+                              double c) noexcept nogil:
+    if is_binary(op):
+        return op_value(op, child_data(children, 0), child_data(children, 1), c)
+    if is_unary(op):
+        return op_value(op, child_data(children, 0), 0.0, c)
+    return nary_value(op, children, n, c)
+
+
+cdef inline int node_error(unsigned char op, Children children, double c,
+                           double out) noexcept nogil:
+    if is_binary(op):
+        return op_error(op, child_data(children, 0), child_data(children, 1), c, out)
+    if is_unary(op):
+        return op_error(op, child_data(children, 0), 0.0, c, out)
+    return NO_ERROR                     # the n-ary ops never raise
+
+
+cdef inline int local_derivatives(unsigned char op, Children children, double c, double out,
+                                  double* da, double* db) noexcept nogil:
+    # op_derivatives for a unary or binary node
+    return op_derivatives(op, child_data(children, 0),
+                          child_data(children, 1) if is_binary(op) else 0.0, c, out, da, db)
+
+
+cdef inline void send(Children children, int which, double da, double db,
+                      double g) noexcept nogil:
+    # the gradient g times the local derivatives, into the children named by `which`
+    if which & TO_A:
+        add_to_grad(children, 0, times_grad(da, g))
+    if which & TO_B:
+        add_to_grad(children, 1, times_grad(db, g))
+
+
+cdef inline void node_backprop(unsigned char op, Children children, Py_ssize_t n, double c,
+                               double out, double g) noexcept nogil:
+    # One step of the chain rule: g = d(root)/d(node) times each local derivative, added into
+    # each child's grad. IEEE arithmetic: never raises (1/0 is inf, as in torch).
+    cdef double da, db
+    cdef int which
+    if is_binary(op) or is_unary(op):
+        which = local_derivatives(op, children, c, out, &da, &db)
+        send(children, which, da, db, g)
+    elif has_formula(op):
+        nary_backprop(op, children, n, c, out, g)
 
 
 cdef int raise_op_error(int error, str where) except -1:
@@ -278,185 +474,3 @@ cdef int raise_op_error(int error, str where) except -1:
     if error == POW_OVERFLOW or error == EXP_OVERFLOW:
         raise OverflowError(message)
     raise ValueError(message)
-
-
-# Which children op_derivatives gave a derivative for: none for the ops that are constant
-# wherever they have a derivative (STEP, POW_MASK). Where a formula gives 0 * inf at a
-# removable point, the derivative is its limit, 0 (d/da a ** 0, and d/db a ** b at a == 0 <= b,
-# as in torch), and is multiplied into the gradient like any other: 0 * inf is nan.
-cdef enum:
-    TO_A = 1
-    TO_B = 2
-
-
-@cython.cdivision(True)
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline int op_derivatives(unsigned char op, double a, double b, double c, double out,
-                               double* da, double* db) noexcept nogil:
-    # d(out)/da into da[0] and d(out)/db into db[0] for a unary or binary op; returns which.
-    if op == ADD:                       # a + b
-        da[0] = 1.0
-        db[0] = 1.0
-        return TO_A | TO_B
-    elif op == MUL:                     # a * b
-        da[0] = b
-        db[0] = a
-        return TO_A | TO_B
-    elif op == POW:                     # a ** b: b * a ** (b - 1), a ** b * log(a)
-        da[0] = mul_no_nan(power(a, b - 1.0), b)
-        db[0] = mul_no_nan(out * log(a), pow_mask(a, b))
-        return TO_A | TO_B
-    elif op == MUL_NO_NAN:              # as a * b
-        da[0] = b
-        db[0] = a
-        return TO_A | TO_B
-    elif op == POW_MASK:                # constant where it has a derivative
-        return 0
-    elif op == ADD_CONST:               # a + c
-        da[0] = 1.0
-    elif op == MUL_CONST:               # a * c
-        da[0] = c
-    elif op == POW_CONST:               # a ** c: c * a ** (c - 1)
-        da[0] = mul_no_nan(power(a, c - 1.0), c)
-    elif op == RPOW_CONST:              # c ** a: c ** a * log(c)
-        da[0] = mul_no_nan(out * log(c), pow_mask(c, a))
-    elif op == RELU:                    # as upstream: (out > 0), so relu(nan) passes nan on
-        da[0] = step(out)
-    elif op == TANH:
-        da[0] = 1.0 - out * out
-    elif op == EXP:
-        da[0] = out
-    elif op == LOG:                     # 1 / a, as a ** -1 (upstream's reciprocal: a pow node)
-        da[0] = power(a, -1.0)
-    elif op == SIGMOID:
-        da[0] = out * (1.0 - out)
-    else:                               # STEP: constant where it has a derivative
-        return 0
-    return TO_A
-
-
-# -- n-ary ops: over a node's children, wherever they are --------------------------------------
-# A Value's children are in its children tuple; on replay's tape they are indices into arrays
-# of values and grads. Each n-ary formula is written once, over either (a fused type).
-
-cdef struct TupleChildren:
-    PyObject** items                    # the children tuple's items (borrowed)
-
-cdef struct TapeChildren:
-    const int* index                    # the children's positions on the tape
-    const double* values
-    double* grads
-
-ctypedef fused Children:
-    TupleChildren
-    TapeChildren
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double child_data(Children children, Py_ssize_t i) noexcept:
-    if Children is TupleChildren:
-        return (<Value>children.items[i]).data
-    else:
-        return children.values[children.index[i]]
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline void add_to_grad(Children children, Py_ssize_t i, double g) noexcept:
-    if Children is TupleChildren:
-        (<Value>children.items[i]).grad += g
-    else:
-        children.grads[children.index[i]] += g
-
-
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double logsumexp_of(Children children, Py_ssize_t n) noexcept:
-    # log(sum(exp(z[i]))) over the first n children, with the largest subtracted inside the
-    # exps, so that logits of 1e3 don't overflow; -inf for none, inf if one is inf, nan if one
-    # is nan (which no comparison would pick as the largest).
-    cdef Py_ssize_t i
-    cdef double z, largest = -INFINITY, total = 0.0
-    for i in range(n):
-        z = child_data(children, i)
-        if z > largest:
-            largest = z
-        elif isnan(z):
-            return z
-    if isinf(largest):
-        return largest
-    for i in range(n):
-        total += exp(child_data(children, i) - largest)
-    return largest + log(total)
-
-
-@cython.cdivision(True)                 # n // 2 of a size: no floor-division code
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
-                              double c) noexcept:
-    # The value of an n-ary op over its n children.
-    cdef Py_ssize_t i, m = n // 2
-    cdef double total, lse
-    if op == DOT:                       # bias + sum(w[i] * x[i]): children w..., x..., bias?
-        total = child_data(children, 2 * m) if n % 2 else c     # c: a number bias, or 0
-        for i in range(m):
-            total += child_data(children, i) * child_data(children, m + i)
-        return total
-    elif op == SUM:                     # sum(v[i])
-        total = 0.0
-        for i in range(n):
-            total += child_data(children, i)
-        return total
-    elif op == LOGSUMEXP:
-        return logsumexp_of(children, n)
-    elif op == CROSS_ENTROPY:
-        if c >= 0:                      # lse - z[c]
-            return logsumexp_of(children, n) - child_data(children, <Py_ssize_t>c)
-        lse = logsumexp_of(children, m)    # sum(t[i] * (lse - z[i])): children z[0..m), t[0..m)
-        total = 0.0
-        for i in range(m):
-            total += child_data(children, m + i) * (lse - child_data(children, i))
-        return total
-    return NAN
-
-
-@cython.cdivision(True)                 # n // 2 of a size: no floor-division code
-@cython.linetrace(False)
-@cython.profile(False)
-cdef inline void nary_backprop(unsigned char op, Children children, Py_ssize_t n, double c,
-                               double out, double g) noexcept:
-    # Adds g times each local derivative into the children's grads.
-    cdef Py_ssize_t i, m = n // 2
-    cdef double lse, targets, softmax
-    if op == DOT:                       # d/dw[i] = x[i], d/dx[i] = w[i], d/dbias = 1
-        for i in range(m):
-            add_to_grad(children, i, times_grad(child_data(children, m + i), g))
-            add_to_grad(children, m + i, times_grad(child_data(children, i), g))
-        if n % 2:
-            add_to_grad(children, 2 * m, g)
-    elif op == SUM:                     # d/dv[i] = 1
-        for i in range(n):
-            add_to_grad(children, i, g)
-    elif op == LOGSUMEXP:               # d/dz[i] = softmax(z)[i] = exp(z[i] - out)
-        for i in range(n):
-            add_to_grad(children, i, times_grad(exp(child_data(children, i) - out), g))
-    elif op == CROSS_ENTROPY:
-        if c >= 0:                      # d/dz[i] = softmax(z)[i] - (i == c)
-            lse = logsumexp_of(children, n)
-            for i in range(n):
-                softmax = exp(child_data(children, i) - lse)
-                softmax -= 1.0 if i == <Py_ssize_t>c else 0.0
-                add_to_grad(children, i, times_grad(softmax, g))
-        else:                           # d/dz[i] = sum(t) * softmax(z)[i] - t[i]
-            lse = logsumexp_of(children, m)    # d/dt[i] = lse - z[i]
-            targets = 0.0
-            for i in range(m):
-                targets += child_data(children, m + i)
-            for i in range(m):
-                softmax = exp(child_data(children, i) - lse)
-                add_to_grad(children, i, times_grad(targets * softmax - child_data(children, m + i), g))
-            for i in range(m):
-                add_to_grad(children, m + i, times_grad(lse - child_data(children, i), g))

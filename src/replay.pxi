@@ -104,7 +104,7 @@ cdef class Replay:
             n += (self.ops[i] & GROUPED) != 0
         return n
 
-    @cython.linetrace(False)
+    @cython.linetrace(False)            # Values are half-written between its steps
     def forward(self):
         """Recompute every node from the leaves' current data; returns the root's data.
 
@@ -117,7 +117,8 @@ cdef class Replay:
         cdef Py_ssize_t i, k
         cdef unsigned char op
         cdef double out
-        cdef int error = NO_ERROR
+        cdef int error
+        cdef TapeChildren children
         cdef const Group* group
         self.check_recorded()
         cdef double* new = self.grads
@@ -128,7 +129,7 @@ cdef class Replay:
         cdef PyObject** nodes = self.nodes
         for i in range(self.size):
             op = ops[i] & OP_BITS
-            if op == LEAF or op == CUSTOM:
+            if not has_formula(op):
                 new[i] = (<Value>nodes[i]).data
                 continue
             k = first[i]
@@ -138,27 +139,20 @@ cdef class Replay:
                     new[i] = new[group.first]
                     (<Value>nodes[i]).data = new[i]
                     continue
-            if is_binary(op):
-                out = op_value(op, new[links[k]], new[links[k + 1]], 0.0)
-                if not ops[i] & IEEE_NODE:
-                    error = op_error(op, new[links[k]], new[links[k + 1]], 0.0, out)
-            elif is_unary(op):
-                out = op_value(op, new[links[k]], 0.0, constants[i])
-                if not ops[i] & IEEE_NODE:
-                    error = op_error(op, new[links[k]], 0.0, constants[i], out)
-            else:
-                out = nary_value(op, TapeChildren(links + k, new, NULL), first[i + 1] - k,
-                                 constants[i])
-            if error:
-                self.undo_forward(i)
-                raise_op_error(error, self.where(i))
+            children = TapeChildren(links + k, new, NULL)
+            out = node_value(op, children, first[i + 1] - k, constants[i])
+            if not ops[i] & IEEE_NODE:
+                error = node_error(op, children, constants[i], out)
+                if error:
+                    self.undo_forward(i)
+                    raise_op_error(error, self.where(i))
             new[i] = out
             (<Value>nodes[i]).data = out
         self.grads = self.values
         self.values = new
         return new[self.size - 1]
 
-    @cython.linetrace(False)
+    @cython.linetrace(False)            # grads are half-written between its steps
     def backward(self):
         """Set every node's grad as backward() on a freshly built graph would: the root's to 1,
         interior nodes' from zero, and leaves' accumulated into what they hold (zero them first,
@@ -171,16 +165,16 @@ cdef class Replay:
         self.grads[self.size - 1] = 1.0
         self.sweep(True)
 
-    @cython.linetrace(False)
-    @cython.profile(False)
+    @cython.linetrace(False)            # grads are half-written between its steps
     cdef void sweep(self, bint write_back) noexcept:
         # backward()'s sweep over the tape, parents first; each grad is final when its node is
-        # reached, and then written to its Value if write_back.
+        # reached, and then written to its Value if write_back. A group's local derivatives are
+        # computed by the member the sweep reaches first, and used by every member.
         cdef Py_ssize_t i, k
         cdef unsigned char op
-        cdef int which
-        cdef double g, da, db
+        cdef double g
         cdef Group* group
+        cdef TapeChildren children
         cdef double* values = self.values
         cdef double* grads = self.grads
         cdef const int* links = self.links
@@ -194,37 +188,22 @@ cdef class Replay:
                 (<Value>nodes[i]).grad = g
             op = ops[i] & OP_BITS
             k = first[i]
+            children = TapeChildren(links + k, values, grads)
             if ops[i] & GROUPED:
                 group = &self.groups[links[first[i + 1] - 1]]
                 if group.last == i:
-                    group.which = op_derivatives(op, values[links[k]],
-                                                 values[links[k + 1]] if is_binary(op) else 0.0,
-                                                 constants[i], values[i], &group.da, &group.db)
-                if group.which & TO_A:
-                    grads[links[k]] += times_grad(group.da, g)
-                if group.which & TO_B:
-                    grads[links[k + 1]] += times_grad(group.db, g)
-            elif is_binary(op):
-                which = op_derivatives(op, values[links[k]], values[links[k + 1]], 0.0,
-                                       values[i], &da, &db)
-                if which & TO_A:
-                    grads[links[k]] += times_grad(da, g)
-                if which & TO_B:
-                    grads[links[k + 1]] += times_grad(db, g)
-            elif is_unary(op):
-                if op_derivatives(op, values[links[k]], 0.0, constants[i], values[i], &da, &db):
-                    grads[links[k]] += times_grad(da, g)
-            elif op != LEAF and op != CUSTOM:
-                nary_backprop(op, TapeChildren(links + k, values, grads), first[i + 1] - k,
-                              constants[i], values[i], g)
+                    group.which = local_derivatives(op, children, constants[i], values[i],
+                                                    &group.da, &group.db)
+                send(children, group.which, group.da, group.db, g)
+            else:
+                node_backprop(op, children, first[i + 1] - k, constants[i], values[i], g)
 
     cdef void undo_forward(self, Py_ssize_t failed) noexcept:
         # The nodes before `failed` got new data: give them back the last good values.
         cdef Py_ssize_t i
         cdef unsigned char op
         for i in range(failed):
-            op = self.ops[i] & OP_BITS
-            if op != LEAF and op != CUSTOM:
+            if has_formula(self.ops[i] & OP_BITS):
                 (<Value>self.nodes[i]).data = self.values[i]
 
     cdef str where(self, Py_ssize_t i):
@@ -249,8 +228,7 @@ def compile(root):
     return tape
 
 
-@cython.linetrace(False)               # while nodes' grads hold positions: no Python code
-@cython.profile(False)
+@cython.linetrace(False)                # while nodes' grads hold positions
 cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positions):
     # The tape of the graph below the roots (which the caller keeps alive), with the data its
     # nodes hold now; positions[k] is the tape position of wanted[k], or -1 if not in the graph.
@@ -337,7 +315,7 @@ cdef inline Py_ssize_t tape_links(Value node) noexcept:
         return 2
     if is_unary(node.op):
         return 1
-    if node.op == LEAF or node.op == CUSTOM:
+    if not has_formula(node.op):
         return 0
     return PyTuple_GET_SIZE(node.children)
 
@@ -355,8 +333,6 @@ cdef void clear_marks(PtrStack* order) noexcept:
         (<Value>order.items[i]).visit = NOT_SEEN
 
 
-@cython.linetrace(False)
-@cython.profile(False)
 cdef void group_duplicates(Replay tape) noexcept:
     # Puts identical unary and binary nodes (same op byte, constant bits and children) into
     # groups, found with an open-addressing hash table of tape positions, and gives each member
