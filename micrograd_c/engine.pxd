@@ -66,8 +66,9 @@ cdef class Value:
     cdef double grad
     cdef double state           # the op's constant: c in a * c, the exponent in a ** c, ...
     cdef Value left             # first child of a unary or binary op, else None
-    cdef Value right            # second child of a binary op, else None
-    cdef tuple children         # all children of n-ary (DOT, SUM, ...) and CUSTOM nodes, else None
+    cdef object right           # second child of a binary op (a Value); every child of an n-ary
+                                # or hand-made node, as a tuple (ops.pxi: keeps_tuple); else None.
+                                # One field for both keeps a node at 72 bytes.
     cdef PyObject* attributes   # owned; the type's tp_dictoffset points here (see engine.pyx)
     cdef unsigned char op       # an Op
     cdef unsigned char visit    # backward's DFS state; always NOT_SEEN outside backward()
@@ -92,7 +93,7 @@ cdef Value binary_op(unsigned char op, Value a, Value b, bint checked)
 cdef Value nary(unsigned char op, double data, tuple children, double state)
 
 # Adds node's local gradients into its children (one step of the chain rule). Pure C.
-cdef void backprop_node(Value node) noexcept
+cdef void backprop_node(PyObject* node) noexcept
 # Fills `order` with the nodes reachable from the roots, children before parents (pointers
 # borrowed), and marks each SEEN; on MemoryError every mark is cleared again.
 cdef int topological_order(PyObject** roots, Py_ssize_t count, PtrStack* order) except -1

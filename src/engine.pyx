@@ -108,6 +108,7 @@ cdef inline void release_storage(PtrStack* stack) noexcept nogil:
 
 include "floats.pxi"
 include "ops.pxi"
+include "slabs.pxi"
 
 
 # Numbers. An operand of + - * / ** is a number where Python's own floats take it in that op:
@@ -231,8 +232,13 @@ cdef Value binary_op(unsigned char op, Value a, Value b, bint checked):
 cdef Value nary(unsigned char op, double data, tuple children, double state):
     # The caller made sure every child is made.
     cdef Value out = new_node(op, data, state)
-    out.children = children
+    out.right = children
     return out
+
+
+cdef inline tuple children_of(Value node):
+    # the children of a node that keeps them as a tuple (keeps_tuple)
+    return <tuple>node.right
 
 
 # Names of the ops as upstream spells them (`_op`), for graph drawers. POW_CONST and CUSTOM
@@ -359,7 +365,6 @@ cdef inline PyObject* next_doomed() noexcept:
 # ---------------------------------------------------------------------------------------------
 # The node
 
-@cython.freelist(1024)
 @cython.no_gc
 @cython.final
 cdef class Value:
@@ -391,7 +396,7 @@ cdef class Value:
         if children or _op:
             self.state = custom_op_id(_op)
             self.op = CUSTOM
-            self.children = children
+            self.right = children
         self.data = value
         if label:
             attributes(self, True)["label"] = label
@@ -407,11 +412,11 @@ cdef class Value:
             doom(<PyObject*>self.left)
             self.left = None
         if self.right is not None:
-            doom(<PyObject*>self.right)
+            if keeps_tuple(self.op):
+                doom_children(<PyObject*>self.right)
+            else:
+                doom(<PyObject*>self.right)
             self.right = None
-        if self.children is not None:
-            doom_children(<PyObject*>self.children)
-            self.children = None
         if releasing:
             return                      # an outer __dealloc__ is draining `doomed`
         releasing = True
@@ -575,8 +580,8 @@ cdef class Value:
     @property
     def _prev(self):
         """The set of child Values (numbers folded into an op, as in `x * 2.0`, are not nodes)."""
-        if self.children is not None:
-            return set(self.children)
+        if keeps_tuple(self.op):
+            return set(children_of(self))
         if self.right is not None:
             return {self.left, self.right}
         if self.left is not None:
@@ -586,8 +591,8 @@ cdef class Value:
     @property
     def _children(self):
         """The child Values in order, as given to Value(data, _children, _op): (a, b) of a + b."""
-        if self.children is not None:
-            return self.children
+        if keeps_tuple(self.op):
+            return children_of(self)
         if self.right is not None:
             return (self.left, self.right)
         if self.left is not None:
@@ -651,6 +656,13 @@ cdef dict attributes(Value node, bint make):
     return PyObject_GenericGetDict(node, NULL) if make else None
 
 
+# Values live in slabs (src/slabs.pxi) unless PYTHONMALLOC asks for the C library's malloc or a
+# debug allocator: then tools such as valgrind see each one. Decided before any Value exists.
+if os.environ.get("PYTHONMALLOC", "") != "malloc" and "debug" not in os.environ.get(
+        "PYTHONMALLOC", ""):
+    use_slabs(<TypeAllocation*>Value)
+
+
 def _set_dict_offset():
     # Users' attributes go through CPython's own generic getattr/setattr, so that attribute
     # access and method calls on Values keep the interpreter's fast paths (a custom __getattr__
@@ -675,7 +687,7 @@ cdef class BackwardStep:
         self.node = node
 
     def __call__(self):
-        backprop_node(self.node)
+        backprop_node(<PyObject*>self.node)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,8 +719,9 @@ cdef inline void set_child(tuple children, Py_ssize_t i, Value child) noexcept:
     PyTuple_SET_ITEM(children, i, child)
 
 
-cdef inline ValueChildren items_of(tuple children) noexcept:
-    return ValueChildren(<PyObject**>&(<PyTupleObject*>children).ob_item[0])
+cdef inline ValueChildren items_of(PyObject* children) noexcept:
+    # a children tuple's items, borrowed
+    return ValueChildren(&(<PyTupleObject*>children).ob_item[0])
 
 
 cdef extern from "Python.h":
@@ -716,7 +729,7 @@ cdef extern from "Python.h":
 
 
 cdef Value nary_op(unsigned char op, tuple children, double c):
-    cdef double out = nary_value(op, items_of(children), PyTuple_GET_SIZE(children), c)
+    cdef double out = nary_value(op, items_of(<PyObject*>children), PyTuple_GET_SIZE(children), c)
     return nary(op, out, children, c)
 
 
@@ -876,20 +889,25 @@ def copy_from_array(values, source, bint grads=False):
 # Backward
 
 @cython.linetrace(False)                # runs while every node below the root is marked
-cdef void backprop_node(Value node) noexcept:
+cdef void backprop_node(PyObject* node) noexcept:
     # One step of the chain rule for a Value (src/ops.pxi, node_backprop). A unary or binary
     # node's children are its fields left and right: copied into a pair, every node has its
-    # children in an array. (Borrowed pointers, read through `node.`: a local `Value` would cost
-    # reference-count writes, and backward() is bound by memory traffic.)
+    # children in an array. (The node is borrowed and read through casts: held in a `Value`
+    # variable it would cost two reference-count writes, and backward() is bound by memory
+    # traffic.)
     cdef PyObject* pair[2]
-    cdef PyObject* children = <PyObject*>node.children
-    if node.children is None:
-        pair[0] = <PyObject*>node.left
-        pair[1] = <PyObject*>node.right
-        node_backprop(node.op, ValueChildren(&pair[0]), 2, node.state, node.data, node.grad)
+    cdef PyObject* right = <PyObject*>(<Value>node).right
+    cdef ValueChildren items
+    cdef Py_ssize_t n = 2
+    if keeps_tuple((<Value>node).op):
+        items = items_of(right)
+        n = Py_SIZE(right)
     else:
-        node_backprop(node.op, items_of(<tuple>children), Py_SIZE(children), node.state,
-                      node.data, node.grad)
+        pair[0] = <PyObject*>(<Value>node).left
+        pair[1] = right
+        items = ValueChildren(&pair[0])
+    node_backprop((<Value>node).op, items, n, (<Value>node).state, (<Value>node).data,
+                  (<Value>node).grad)
 
 
 @cython.linetrace(False)                # runs while every node below the root is marked
@@ -897,11 +915,9 @@ cdef void sweep(PtrStack* order) noexcept:
     # Go one node at a time, parents before children, applying the chain rule; leave every
     # visit mark as topological_order found it.
     cdef Py_ssize_t i
-    cdef Value node
     for i in range(order.size - 1, -1, -1):
-        node = <Value>order.items[i]
-        backprop_node(node)
-        node.visit = NOT_SEEN
+        backprop_node(order.items[i])
+        (<Value>order.items[i]).visit = NOT_SEEN
 
 
 @cython.linetrace(False)                # marks nodes as it goes
@@ -911,9 +927,11 @@ cdef int topological_order(PyObject** roots, Py_ssize_t count, PtrStack* order) 
     # are done, a node to append to `order`: that entry is the node's pointer with its low bit
     # set, so appending never has to load the node again (the sort is bound by memory loads).
     # Pointers are borrowed: the roots keep every node alive and nothing runs Python code here.
+    # (Nodes are read through casts, never held in a `Value` variable: that would write each
+    # node's reference count twice, measured at a third of the search.)
     cdef PtrStack todo = PtrStack(NULL, 0, 0)
-    cdef Value node
     cdef PyObject* entry
+    cdef PyObject* right
     cdef Py_ssize_t i
     cdef int failed = 0
     for i in range(count - 1, -1, -1):
@@ -926,19 +944,19 @@ cdef int topological_order(PyObject** roots, Py_ssize_t count, PtrStack* order) 
                 todo.size += 1          # back where the reset below finds it
                 failed = 1
             continue
-        node = <Value>entry
-        if node.visit:
+        if (<Value>entry).visit:
             continue                    # pushed by several parents; expanded already
-        node.visit = SEEN
+        (<Value>entry).visit = SEEN
         failed = push(&todo, done_mark(entry))
-        if node.children is not None:
-            for i in range(PyTuple_GET_SIZE(node.children) - 1, -1, -1):
-                failed |= push(&todo, PyTuple_GET_ITEM(node.children, i))
+        right = <PyObject*>(<Value>entry).right
+        if keeps_tuple((<Value>entry).op):
+            for i in range(Py_SIZE(right) - 1, -1, -1):
+                failed |= push(&todo, (<PyTupleObject*>right).ob_item[i])
         else:
-            if node.right is not None:
-                failed |= push(&todo, <PyObject*>node.right)
-            if node.left is not None:
-                failed |= push(&todo, <PyObject*>node.left)
+            if right != <PyObject*>None:
+                failed |= push(&todo, right)
+            if (<Value>entry).left is not None:
+                failed |= push(&todo, <PyObject*>(<Value>entry).left)
     if failed:
         # Leave every mark as we found it, so the graph can be used again.
         for i in range(todo.size):

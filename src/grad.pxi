@@ -132,7 +132,8 @@ cdef int value_backprop(Replay tape, Py_ssize_t i, object g, Contributions pendi
     cdef Value node = <Value>tape.nodes[i]
     cdef unsigned char op = node.op
     cdef const int* links = tape.links + tape.first[i]
-    cdef Py_ssize_t j, m, n
+    cdef Py_ssize_t j, m, n = tape.first[i + 1] - tape.first[i]
+    cdef tuple children = children_of(node) if keeps_tuple(op) else None
     if is_binary(op) or is_unary(op):
         da, db = value_derivatives(node)
         if da is not None:
@@ -140,48 +141,46 @@ cdef int value_backprop(Replay tape, Py_ssize_t i, object g, Contributions pendi
         if db is not None:
             pending.add(links[1], db, g)
     elif op == DOT:                     # d/dw[j] = x[j], d/dx[j] = w[j], d/dbias = 1
-        n = tape.first[i + 1] - tape.first[i]
         m = n // 2
         for j in range(m):
-            pending.add(links[j], node.children[m + j], g)
-            pending.add(links[m + j], node.children[j], g)
+            pending.add(links[j], children[m + j], g)
+            pending.add(links[m + j], children[j], g)
         if n % 2:
             pending.add(links[2 * m], 1.0, g)
     elif op == SUM:                     # d/dv[j] = 1
-        for j in range(tape.first[i + 1] - tape.first[i]):
+        for j in range(n):
             pending.add(links[j], 1.0, g)
     elif op == LOGSUMEXP:               # d/dz[j] = exp(z[j] - out)
-        for j in range(tape.first[i + 1] - tape.first[i]):
-            pending.add(links[j], softmax_of(node.children[j], node), g)
+        for j in range(n):
+            pending.add(links[j], softmax_of(children[j], node), g)
     elif op == CROSS_ENTROPY:
-        value_cross_entropy_backprop(node, links, g, pending)
+        value_cross_entropy_backprop(node, children, links, g, pending)
     elif has_formula(op):               # LEAF and CUSTOM pass nothing on, as in backward()
         raise SystemError(f"grad() does not know op {op} (src/grad.pxi, value_backprop)")
     return 0
 
 
-cdef int value_cross_entropy_backprop(Value node, const int* links, object g,
-                                Contributions pending) except -1:
-    # nary_backprop's CROSS_ENTROPY case with Values; lse is a logsumexp node of the logits.
-    cdef Py_ssize_t j, n = PyTuple_GET_SIZE(node.children), m = n // 2
+cdef int value_cross_entropy_backprop(Value node, tuple z, const int* links, object g,
+                                      Contributions pending) except -1:
+    # nary_backprop's CROSS_ENTROPY case with Values, z the node's children; lse is a logsumexp
+    # node of the logits.
+    cdef Py_ssize_t j, n = len(z), m = n // 2
     cdef Py_ssize_t target = <Py_ssize_t>node.state
     cdef Value lse, targets
     if node.state >= 0:                 # d/dz[j] = softmax(z)[j] - (j == target)
-        lse = ieee_nary(LOGSUMEXP, node.children)
+        lse = ieee_nary(LOGSUMEXP, z)
         for j in range(n):
-            softmax = softmax_of(node.children[j], lse)
+            softmax = softmax_of(z[j], lse)
             pending.add(links[j], ieee_unary(ADD_CONST, softmax, -1.0) if j == target
                         else softmax, g)
         return 0
-    lse = ieee_nary(LOGSUMEXP, node.children[:m])
-    targets = ieee_nary(SUM, node.children[m:])
+    lse = ieee_nary(LOGSUMEXP, z[:m])   # children z[0..m), then targets t[0..m)
+    targets = ieee_nary(SUM, z[m:])
     for j in range(m):                  # d/dz[j] = sum(t) * softmax(z)[j] - t[j]
-        pending.add(links[j], ieee_binary(ADD, ieee_binary(MUL, targets,
-                                                           softmax_of(node.children[j], lse)),
-                                          ieee_unary(MUL_CONST, node.children[m + j], -1.0)), g)
+        pending.add(links[j], ieee_binary(ADD, ieee_binary(MUL, targets, softmax_of(z[j], lse)),
+                                          ieee_unary(MUL_CONST, z[m + j], -1.0)), g)
     for j in range(m):                  # d/dt[j] = lse - z[j]
-        pending.add(links[m + j], ieee_binary(ADD, lse, ieee_unary(MUL_CONST, node.children[j],
-                                                                   -1.0)), g)
+        pending.add(links[m + j], ieee_binary(ADD, lse, ieee_unary(MUL_CONST, z[j], -1.0)), g)
     return 0
 
 
@@ -315,7 +314,7 @@ cdef tuple value_derivatives(Value node):
     # none. out is the node itself, a and b its children, c its number. Each formula is computed
     # in the same order as its float one (the op's section in ops.pxi), for the same bits.
     cdef unsigned char op = node.op
-    cdef Value a = node.left, b = node.right
+    cdef Value a = node.left, b = <Value>node.right if is_binary(op) else None
     cdef double c = node.state
     da = db = None
     if op == ADD:                       # a + b

@@ -281,6 +281,10 @@ cdef inline bint is_unary(unsigned char op) noexcept nogil:           # child a,
 cdef inline bint has_formula(unsigned char op) noexcept nogil:        # all but LEAF, CUSTOM
     return op >= ADD
 
+cdef inline bint keeps_tuple(unsigned char op) noexcept nogil:
+    # n-ary and hand-made nodes keep their children as a tuple, in the node's field `right`
+    return op >= DOT or op == CUSTOM
+
 
 cdef inline double op_value(unsigned char op, double a, double b, double c) noexcept nogil:
     # The value of a unary or binary op, in IEEE arithmetic (inf and nan, never an error).

@@ -288,12 +288,12 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
             tape.ops[i] = node.op | (IEEE_NODE * node.ieee)
         if is_binary(node.op):
             tape.links[k] = <int>node.left.grad
-            tape.links[k + 1] = <int>node.right.grad
+            tape.links[k + 1] = <int>(<Value>node.right).grad
         elif is_unary(node.op):
             tape.links[k] = <int>node.left.grad
         else:
             for j in range(n):
-                tape.links[k + j] = <int>(<Value>PyTuple_GET_ITEM(node.children, j)).grad
+                tape.links[k + j] = <int>(<Value>PyTuple_GET_ITEM(node.right, j)).grad
         k += n
     tape.first[order.size] = k
     for i in range(order.size):
@@ -306,7 +306,7 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
 
 cdef inline bint is_leaf(Value node) noexcept:
     # A Value without children, or a hand-made one whose children are kept for drawing only
-    return node.op == LEAF or node.op == CUSTOM and not node.children
+    return node.op == LEAF or node.op == CUSTOM and not node.right
 
 
 cdef inline Py_ssize_t tape_links(Value node) noexcept:
@@ -317,7 +317,7 @@ cdef inline Py_ssize_t tape_links(Value node) noexcept:
         return 1
     if not has_formula(node.op):
         return 0
-    return PyTuple_GET_SIZE(node.children)
+    return PyTuple_GET_SIZE(node.right)
 
 
 cdef void* allocate(size_t size) except NULL:

@@ -3,6 +3,7 @@ and the number of examples property tests draw."""
 import gc
 import math
 import os
+import sys
 import tracemalloc
 
 
@@ -69,16 +70,21 @@ def build(leaf, leaves, program, ops=ALL_OPS):
 
 
 def traced_growth(work, repeats):
-    """Bytes still held (Python's allocator and numpy's, via tracemalloc) after `repeats`
-    calls to work(), against the state after the first call."""
+    """Bytes still held after `repeats` calls to work(), against the state after the first
+    call: what Python's allocator and numpy's hold (tracemalloc), and every Value still alive
+    at its size. (Values live in slabs, which tracemalloc sees whole: a few leaked Values
+    would hide in a slab, but never from the engine's own count.)"""
+    from micrograd_c import engine
+    node_bytes = sys.getsizeof(engine.Value(0.0))
     tracemalloc.start()
     try:
         work()
         gc.collect()
-        baseline = tracemalloc.get_traced_memory()[0]
+        baseline, nodes = tracemalloc.get_traced_memory()[0], engine._live_nodes()
         for _ in range(repeats):
             work()
         gc.collect()
-        return tracemalloc.get_traced_memory()[0] - baseline
+        held = tracemalloc.get_traced_memory()[0] - baseline
+        return held + (engine._live_nodes() - nodes) * node_bytes
     finally:
         tracemalloc.stop()

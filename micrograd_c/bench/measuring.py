@@ -7,6 +7,8 @@ import sys
 import time
 import tracemalloc
 
+import micrograd_c.engine
+
 from micrograd_c.bench.workloads import (DIGITS_BATCH, DIGITS_EPOCHS, DIGITS_LOSSES, GRAD_GRAPHS,
                                          Unsupported, chain, digits_data, digits_epoch,
                                          expression, fastest_autograd, grad_graph, train_step,
@@ -227,8 +229,12 @@ def spread(times):
 
 
 def bytes_per_node(engine, size):
-    """Memory held by a chain of `size` nodes, per node, as Python's allocator sees it."""
+    """Memory held by a chain of `size` nodes, per node, as Python's allocator sees it.
+    micrograd_c's Values live in slabs, which tracemalloc sees whole: the empty ones kept for
+    reuse are given back first, so that every slab the chain needs is counted."""
     w = engine.Value(0.5)
+    if isinstance(w, micrograd_c.engine.Value):
+        micrograd_c.engine._trim_slabs()
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
