@@ -5,8 +5,9 @@ Oracles: Python's own floats and math module for every forward value and every e
 upstream micrograd for the gradients of its ops; finite differences for the gradients of all
 ops on well-conditioned numbers; torch for all gradients where it is installed.
 
-Examples per test: MICROGRAD_C_EXAMPLES (default 200). The long run:
-    MICROGRAD_C_EXAMPLES=10000 python -m pytest tests/test_fuzz.py
+Examples per test: MICROGRAD_C_EXAMPLES (default 200), the same ones every run unless
+MICROGRAD_C_HYPOTHESIS=random (tests/conftest.py). The long run, new examples each time:
+    MICROGRAD_C_HYPOTHESIS=random MICROGRAD_C_EXAMPLES=20000 python -m pytest tests/test_fuzz.py
 """
 import importlib.util
 import math
