@@ -33,7 +33,7 @@ import numbers
 import operator
 import os
 import sys
-from collections.abc import Mapping, Set
+import collections.abc
 
 # `from micrograd_c.engine import *` gives what upstream's engine gives: Value, and not a `sum`
 # that would shadow the builtin.
@@ -809,7 +809,7 @@ def cross_entropy(logits, target):
     cdef Py_ssize_t n = len(z), i
     if n == 0:
         raise ValueError("cross_entropy() needs at least one logit")
-    if isinstance(target, (Set, Mapping)):
+    if isinstance(target, (collections.abc.Set, collections.abc.Mapping)):
         raise TypeError("cross_entropy() targets must come in the logits' order (a list, tuple "
                         f"or array), not a '{type(target).__name__}'")
     if isinstance(target, (str, bytes, bool, Value)):     # True is no class index

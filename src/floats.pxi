@@ -16,7 +16,13 @@ cdef extern from "math.h":
 # with one division, whenever the exact value is not within 0.46 ulp of the next double. pow
 # errs by at most 0.54 ulp (glibc's and musl's pow, since 2018), so there it returns the
 # nearest double too; elsewhere pow itself is called. Checked against pow on 4e8 doubles here,
-# and in tests/test_floats.py.
+# and in tests/test_floats.py. Where the C library is not known to meet that bound (setup.py
+# decides: glibc and musl do), power() is pow itself.
+cdef extern from *:                     # 1 or 0, decided by setup.py (pow_is_correctly_bounded)
+    const bint POW_IS_CORRECTLY_BOUNDED "MICROGRAD_C_POW_IS_CORRECTLY_BOUNDED"
+_POW_SHORTCUT = POW_IS_CORRECTLY_BOUNDED   # for tests/test_build.py
+
+
 cdef union Bits:
     double value
     unsigned long long bits
@@ -57,6 +63,8 @@ cdef inline double power(double a, double b) noexcept nogil:
     # 1 - x r is exact where r is 1 / x rounded: (1 - x r rounded, exact as it is near 1) less
     # the product's rounding error.
     cdef double r, s, t, u
+    if not POW_IS_CORRECTLY_BOUNDED:
+        return c_pow(a, b)
     if b == -1.0 and 1e-150 < fabs(a) < 1e150:
         r = 1.0 / a
         u = a * r
