@@ -35,23 +35,27 @@ def demo_data(n_samples=100, noise=0.1, seed=0):
     return X.tolist(), (y * 2 - 1).tolist()
 
 
-def loss(model, X, y, Value, sum_values=sum, l2_by_neuron=False):
+def loss(model, X, y, Value, sum_values=sum, l2_by_neuron=False, relu=None):
     """micrograd demo's loss: SVM max-margin loss plus 1e-4 L2; returns (loss, accuracy)."""
-    total_loss, scores = loss_and_scores(model, X, y, Value, sum_values, l2_by_neuron)
+    total_loss, scores = loss_and_scores(model, X, y, Value, sum_values, l2_by_neuron, relu)
     return total_loss, accuracy(scores, y)
 
 
-def loss_and_scores(model, X, y, Value, sum_values=sum, l2_by_neuron=False):
+def loss_and_scores(model, X, y, Value, sum_values=sum, l2_by_neuron=False, relu=None):
     """The loss of loss(), and the model's score node for each point (a replayed graph updates
     their data: accuracy() of them is the accuracy of the replayed step).
 
     `sum_values` sums a list of Values: the builtin, as upstream, or an engine's fused sum.
     `l2_by_neuron` sums the L2 term neuron by neuron: the same value, but a shallow graph. Summed
     flat, a big model's L2 term is a chain deeper than upstream's recursive backward() allows.
+    `relu(v)` is v.relu() unless given (plain floats have none: max(0.0, v)).
     """
     inputs = [list(map(Value, xrow)) for xrow in X]
     scores = list(map(model, inputs))
-    losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+    if relu is None:
+        losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+    else:
+        losses = [relu(1 + -yi * scorei) for yi, scorei in zip(y, scores)]
     data_loss = sum_values(losses) * (1.0 / len(losses))
     alpha = 1e-4
     if l2_by_neuron:

@@ -44,15 +44,31 @@ def test_replay_engine_runs_where_a_graph_is_fixed():
     engines, _ = bench.available_engines(["micrograd_c", "micrograd_c-replay", "floats"])
     records = bench.measure(bench.Task("train_step", bench.train_step, 2), engines,
                             tick=lambda: None)
-    assert [r["engine"] for r in records] == ["micrograd_c", "micrograd_c-replay"]
-    ours, replay = records
+    assert [r["engine"] for r in records] == ["micrograd_c", "micrograd_c-replay", "floats"]
+    ours, replay, floats = records
     assert replay["status"] == "ok" and replay["nodes"] == ours["nodes"] == 7_679
-    assert {"ratio_vs_micrograd", "ratio_vs_micrograd_nogc"} <= set(replay)
+    assert {"ratio_vs_micrograd", "ratio_vs_micrograd_nogc", "ratio_vs_floats"} <= set(replay)
+    assert floats["status"] == "ok" and floats["nodes"] is None   # no graph: only its time
     chain = bench.measure(bench.Task("chain", lambda e: bench.chain(e, 50), 1, 50), engines,
                           tick=lambda: None)
     assert [r["engine"] for r in chain] == ["micrograd_c"]
     memory = bench.memory_records(engines, 1000, tick=lambda: None)
     assert [r["engine"] for r in memory] == ["micrograd_c"]
+
+
+def test_the_floats_engine_computes_the_demo_loss_of_upstreams_nn():
+    # the floor of train_step: upstream's nn.py written out on floats gives the loss (and the
+    # weights) that upstream's nn.py on micrograd_c's Values gives, from the same seed
+    floats, = bench.available_engines(["floats"])[0]
+    X, y = moons.demo_data()
+    random.seed(5)
+    model = floats.MLP(2, [16, 16, 1])
+    on_floats, _ = moons.loss_and_scores(model, X, y, float, relu=floats.relu)
+    random.seed(5)
+    reference = upstream.nn_on(engine).MLP(2, [16, 16, 1])
+    on_values, _ = moons.loss_and_scores(reference, X, y, Value)
+    assert model.parameters() == [p.data for p in reference.parameters()]
+    assert on_floats == pytest.approx(on_values.data, rel=1e-14)
 
 
 def float_graph():

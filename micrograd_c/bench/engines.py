@@ -3,6 +3,7 @@ implementation; available_engines() says which run here and why the others can't
 import importlib
 import importlib.util
 import math
+import random
 
 from micrograd_c import upstream
 
@@ -21,7 +22,8 @@ class Engine:
 
     `exp` and `log` are functions (default: the Value's methods, if it has them). An engine that
     `replays` builds each workload's graph once and replays it (engine.compile); a
-    `forward_only` one has no autograd. `cross_entropy(logits, one_hot_targets)` is a batch's
+    `forward_only` one has no autograd (nor relu(): `relu` is a function). `cross_entropy(logits,
+    one_hot_targets)` is a batch's
     mean softmax cross-entropy and `gradient_graph(output, inputs)` the gradients as a graph
     that can be differentiated again (None: the engine has none); `set_data(value, x)` sets a
     parameter's number. `only_on` lists the workloads an engine is run on (None: all); `note` is
@@ -30,7 +32,7 @@ class Engine:
     def __init__(self, name, Value, MLP=None, gc_off=False, sum_values=sum, nodes=None,
                  same_value_as=None, exp=None, log=None, replays=False, forward_only=False,
                  only_on=None, note=None, cross_entropy=None, gradient_graph=None,
-                 set_data=set_data):
+                 set_data=set_data, relu=None):
         self.name = name
         self.Value = Value
         self.MLP = MLP
@@ -47,6 +49,7 @@ class Engine:
         self.cross_entropy = cross_entropy
         self.gradient_graph = gradient_graph
         self.set_data = set_data
+        self.relu = relu                        # None: the Value's relu() method
 
     def runs(self, workload):
         return self.only_on is None or workload in self.only_on
@@ -57,6 +60,54 @@ class Engine:
         if self.same_value_as and not uses_nn:
             return f"same as {self.same_value_as} (only its nn differs)"
         return None
+
+
+def float_relu(x):
+    return max(0.0, x)
+
+
+class FloatNeuron:
+    """Upstream's Neuron (micrograd/nn.py) written out on plain floats: the same weights drawn
+    in the same order, the same generator sum from the bias; relu as max(0.0, x)."""
+
+    def __init__(self, nin, nonlin=True):
+        self.w = [random.uniform(-1, 1) for _ in range(nin)]
+        self.b = 0.0
+        self.nonlin = nonlin
+
+    def __call__(self, x):
+        act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+        return float_relu(act) if self.nonlin else act
+
+    def parameters(self):
+        return self.w + [self.b]
+
+
+class FloatLayer:
+    def __init__(self, nin, nout, **kwargs):
+        self.neurons = [FloatNeuron(nin, **kwargs) for _ in range(nout)]
+
+    def __call__(self, x):
+        out = [n(x) for n in self.neurons]
+        return out[0] if len(out) == 1 else out
+
+    def parameters(self):
+        return [p for n in self.neurons for p in n.parameters()]
+
+
+class FloatMLP:
+    def __init__(self, nin, nouts):
+        sz = [nin] + nouts
+        self.layers = [FloatLayer(sz[i], sz[i+1], nonlin=i != len(nouts)-1)
+                       for i in range(len(nouts))]
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
 
 
 def count_value_nodes(*roots):
@@ -147,10 +198,12 @@ def builtin_engines():
             note=f"micrograd_c, each graph built and compiled once, a run replays it "
                  f"(forward() and backward()); on {', '.join(REPLAYED)}", **ours),
         "floats": lambda: Engine(
-            "floats", float, exp=math.exp, log=math.log, forward_only=True,
-            only_on=("fastest_autograd",),
-            note="the same Python on plain floats, forward only, no autograd: the floor of any "
-                 "engine whose graph Python rebuilds; on fastest_autograd"),
+            "floats", float, FloatMLP, exp=math.exp, log=math.log, forward_only=True,
+            relu=float_relu, only_on=("train_step", "wide_mlp", "fastest_autograd"),
+            nodes=lambda *roots: None,
+            note="the same Python on plain floats, forward only, no autograd (upstream's nn.py "
+                 "written out on floats, relu as max(0.0, x)): the floor of any engine whose "
+                 "graph Python rebuilds; on train_step, wide_mlp and fastest_autograd"),
     }
     if upstream.installed():
         import micrograd.engine

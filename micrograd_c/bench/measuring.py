@@ -18,7 +18,11 @@ from micrograd_c.bench.workloads import (DIGITS_BATCH, DIGITS_EPOCHS, DIGITS_LOS
 # Upstream has no exp() or log() for fastest_autograd or softmax cross-entropy: there the
 # baselines are micrograd_c, rebuilding its graph, and torch (where fastest_autograd's published
 # figures start). Upstream has no gradients as graphs: grad_graph compares with torch.
-BASELINES = {"fastest_autograd": ("micrograd_c", "torch"),
+# Where plain floats run (train_step, wide_mlp, fastest_autograd), each engine's ratio to them
+# shows how far it is from the floor of any engine whose graph Python rebuilds.
+BASELINES = {"train_step": ("micrograd", "micrograd-nogc", "floats"),
+             "wide_mlp": ("micrograd", "micrograd-nogc", "floats"),
+             "fastest_autograd": ("micrograd_c", "torch", "floats"),
              ("digits_epoch", "cross_entropy"): ("micrograd_c", "torch"),
              ("digits_epoch", "squared_error"): ("micrograd", "micrograd-nogc", "torch"),
              "grad_graph": ("torch",)}
@@ -209,7 +213,8 @@ def measure(task, engines, tick, failures=None):
         times = record["times_s"] = [t / task.repeats for t in record["times_s"]]
         record["median_s"] = statistics.median(times)
         record["spread"] = spread(times)
-        record["ns_per_node"] = record["median_s"] / record["nodes"] * 1e9
+        record["ns_per_node"] = record["median_s"] / record["nodes"] * 1e9 if record["nodes"] \
+            else None                   # plain floats make no nodes
     for baseline in baselines(task.workload, task.variant):
         for (_, phase), record in records.items():
             record[ratio_key(baseline)] = ratio(records.get((baseline, phase)), record)

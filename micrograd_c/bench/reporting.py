@@ -83,14 +83,16 @@ def columns(workload, variant=None, epochs=None):
                   lambda r: format_time(r["median_s"] * r["batches_per_epoch"] * r["epochs"]))]
     else:
         times = [("median", 11, lambda r: format_time(r["median_s"])),
-                 ("ns/node", 10, lambda r: f"{r['ns_per_node']:,.0f}")]
+                 ("ns/node", 10, lambda r: "-" if r["ns_per_node"] is None
+                  else f"{r['ns_per_node']:,.0f}")]
     ratios = []
     for baseline in baselines(workload, variant):
         header = RATIO_HEADERS.get(baseline, f"vs {baseline}")
         ratios.append((header, max(10, len(header) + 2),
                        lambda r, key=ratio_key(baseline): format_ratio(r[key])))
     return times + ratios + [("spread", 9, lambda r: "±" + format(r["spread"], ".0%")),
-                             ("nodes", 12, lambda r: f"{r['nodes']:,}")]
+                             ("nodes", 12, lambda r: "-" if r["nodes"] is None
+                              else f"{r['nodes']:,}")]
 
 
 def by_engine(group):

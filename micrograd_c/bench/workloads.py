@@ -28,6 +28,12 @@ def train_step(engine, width=16, points=100, l2_by_neuron=False, seed=1337):
     X, y = moons.demo_data(n_samples=points)
     random.seed(seed)
     model = engine.MLP(2, [width, width, 1])
+    if engine.forward_only:
+        def run():
+            moons.loss_and_scores(model, X, y, engine.Value, engine.sum_values, l2_by_neuron,
+                                  engine.relu)
+
+        return run, None
     if engine.replays:
         step = moons.replayed_sgd_step(model, X, y, l2_by_neuron)
     else:
