@@ -57,7 +57,7 @@ cdef enum Op:
 @cython.final
 cdef class Value:
     # Invariant: a graph of Values is acyclic. Children exist (are made) before their parent and
-    # are fixed at creation, so the type can stay invisible to the cyclic GC (see __dealloc__
+    # are fixed at creation, so the type can stay invisible to the cyclic GC (see dealloc_node
     # for how deep graphs are freed). The one field that may hold anything is `attributes`, the
     # node's __dict__: its label and what users add (EurekaLabs' p.m, p.v), NULL for the many
     # nodes that have none. A cycle through it (v.me = v) is invisible to the GC and lives until
