@@ -77,6 +77,13 @@ def dot(
     """bias + sum(w * x for w, x in zip(ws, xs)), as one node."""
     ...
 
+def layer(neurons: Iterable[Any], inputs: Iterable[Union[Value, _Number]]) -> list[Value]:
+    """[neuron(inputs) for neuron in neurons], for a layer of micrograd_c.nn's Neurons, in one
+    call: each neuron is dot(neuron.w, inputs, neuron.b), then its activation ('relu', 'tanh'
+    or 'linear'), the very nodes Neuron.__call__ makes. A number among the inputs becomes one
+    leaf Value for the whole layer. Returns a list."""
+    ...
+
 def sum(values: Iterable[Union[Value, _Number]]) -> Value:
     """The sum of an iterable of Values and numbers, as one node."""
     ...

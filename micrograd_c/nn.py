@@ -81,9 +81,8 @@ class Layer(Module):
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
     def __call__(self, x):
-        # Numbers become leaf Values once here, not once per neuron.
-        x = [xi if isinstance(xi, Value) else Value(xi) for xi in x]
-        out = [n(x) for n in self.neurons]
+        # One engine call makes every neuron's nodes, as [n(x) for n in self.neurons] would.
+        out = engine.layer(self.neurons, x)
         return out[0] if len(out) == 1 else out
 
     def parameters(self):

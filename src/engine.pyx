@@ -765,12 +765,16 @@ def dot(ws, xs, bias=None):
 
     A neuron in one node instead of 2n: every w, x and the bias get their gradients. Items may
     be Values or numbers (a number becomes a leaf). The sum is taken in upstream's order, bias
-    first, so the result equals `sum((w*x for w, x in zip(ws, xs)), bias)` to the last bit.
-    ws and xs must have the same length (zip would silently drop the extra items).
+    first, so the result equals `sum((w*x for w, x in zip(ws, xs)), bias)` on the same Values
+    to the last bit. ws and xs must have the same length (zip would silently drop the extra
+    items).
     """
     # Snapshots: converting a number runs its __float__, which could change a list we read.
     # tuple() of a tuple is the tuple itself.
-    cdef tuple w = tuple(ws), x = tuple(xs)
+    return dot_node(tuple(ws), tuple(xs), bias)
+
+
+cdef Value dot_node(tuple w, tuple x, object bias):
     cdef Py_ssize_t n = len(w), i
     cdef bint bias_is_value = isinstance(bias, Value)
     cdef double number_bias = 0.0
@@ -791,10 +795,34 @@ def dot(ws, xs, bias=None):
     return nary_op(DOT, children, number_bias)
 
 
+def layer(neurons, inputs):
+    """[neuron(inputs) for neuron in neurons], for a layer of micrograd_c.nn's Neurons, in one
+    call: each neuron is dot(neuron.w, inputs, neuron.b), then its activation ('relu', 'tanh'
+    or 'linear'), the very nodes Neuron.__call__ makes. A number among the inputs becomes one
+    leaf Value for the whole layer. Returns a list.
+    """
+    cdef tuple x = tuple(v if isinstance(v, Value) else Value(v) for v in inputs)
+    cdef list out = []
+    cdef Value node
+    for neuron in neurons:
+        activation = neuron.activation
+        node = dot_node(tuple(neuron.w), x, neuron.b)
+        if activation == "relu":
+            node = unary_op(RELU, node, 0.0, True)
+        elif activation == "tanh":
+            node = unary_op(TANH, node, 0.0, True)
+        elif activation != "linear":
+            raise ValueError(f"a neuron's activation must be 'relu', 'tanh' or 'linear', not "
+                             f"{activation!r}")
+        out.append(node)
+    return out
+
+
 def sum(values):
     """The sum of an iterable of Values and numbers, as one node.
 
-    Equals builtin sum(values) (same order, same rounding) without its n - 1 intermediate nodes.
+    Equals builtin sum() of the same Values (same order, same rounding: a left fold; from Python
+    3.12, sum() of plain floats is compensated instead) without its n - 1 intermediate nodes.
     A number becomes a leaf, as in dot(). An empty iterable gives Value(0.0).
     """
     cdef tuple items = tuple(values)            # a snapshot, as in dot()

@@ -73,6 +73,36 @@ def test_layer_with_one_output_returns_a_value():
     assert isinstance(MLP(2, [3, 1])([1.0, 2.0]), Value)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
+def test_a_layer_makes_the_nodes_its_neurons_make(activation):
+    # engine.layer, one call for the layer, against each neuron called on its own (the oracle:
+    # Neuron.__call__, checked against upstream above): the same data, ops and grads, bit for bit
+    random.seed(3)
+    layer = Layer(4, 5, activation=activation)
+    x = [Value(0.3), -1.2, Value(2.0), 0.0]                     # numbers among the inputs
+    fused = layer(x)
+    by_neuron = [n([xi if isinstance(xi, Value) else Value(xi) for xi in x])
+                 for n in layer.neurons]
+    assert [(v._op, v.data) for v in fused] == [(v._op, v.data) for v in by_neuron]
+    engine.sum(fused).backward()
+    grads = [p.grad for p in layer.parameters()] + [x[0].grad, x[2].grad]
+    layer.zero_grad()
+    x[0].grad = x[2].grad = 0.0
+    engine.sum(by_neuron).backward()
+    assert grads == [p.grad for p in layer.parameters()] + [x[0].grad, x[2].grad]
+    # a number becomes one leaf for the whole layer
+    leaves = {id(c) for v in fused for c in (v if activation == "linear" else v._prev.pop())
+              ._children[4:8]}
+    assert len(leaves) == 4
+
+
+def test_a_layer_refuses_an_unknown_activation():
+    layer = Layer(2, 2)
+    layer.neurons[1].activation = "gelu"
+    with pytest.raises(ValueError, match="activation"):
+        layer([1.0, 2.0])
+
+
 def test_tanh_activation_against_hand_derived_gradients():
     random.seed(5)
     n = Neuron(3, activation="tanh")
