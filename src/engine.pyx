@@ -153,6 +153,58 @@ cdef object operand(object x):
     return NotImplemented
 
 
+# The primitives behind Value's operators: a Value a, and b a Value or a number.
+
+cdef object add(Value a, object b):                # a + b
+    cdef double c
+    if isinstance(b, Value):
+        return binary_op(ADD, a, b, True)
+    if as_double(b, &c):
+        return unary_op(ADD_CONST, a, c, True)
+    return NotImplemented
+
+
+cdef object multiply(Value a, object b):           # a * b
+    cdef double c
+    if isinstance(b, Value):
+        return binary_op(MUL, a, b, True)
+    if as_double(b, &c):
+        return unary_op(MUL_CONST, a, c, True)
+    return NotImplemented
+
+
+cdef object raise_to(Value a, object b):           # a ** b
+    cdef double c
+    if isinstance(b, Value):
+        return binary_op(POW, a, b, True)
+    if as_double(b, &c):
+        return unary_op(POW_CONST, a, c, True)
+    return NotImplemented
+
+
+cdef object negated(object b):                     # -b: b * -1 for a Value, as upstream
+    cdef double c
+    if isinstance(b, Value):
+        return unary_op(MUL_CONST, b, -1.0, True)
+    if as_double(b, &c):
+        return -c
+    return NotImplemented
+
+
+cdef object reciprocal(object b):                  # b ** -1, raising as Python's float ** does
+    cdef double c, out
+    cdef int error
+    if isinstance(b, Value):
+        return unary_op(POW_CONST, b, -1.0, True)
+    if not as_double(b, &c):
+        return NotImplemented
+    out = power(c, -1.0)
+    error = pow_error(c, -1.0, out)
+    if error:
+        raise_op_error(error, "")
+    return out
+
+
 cdef double number(object x, str what) except? -1.0:
     cdef double value
     if not as_double(x, &value):
@@ -405,30 +457,13 @@ cdef class Value:
     # -- upstream's ops, in upstream's order -------------------------------------------------
 
     def __add__(self, other):  # self + other
-        cdef double c
-        if isinstance(other, Value):
-            return binary_op(ADD, self, other, True)
-        if as_double(other, &c):
-            return unary_op(ADD_CONST, self, c, True)
-        return NotImplemented
+        return add(self, other)
 
     def __mul__(self, other):  # self * other
-        cdef double c
-        if isinstance(other, Value):
-            return binary_op(MUL, self, other, True)
-        if as_double(other, &c):
-            return unary_op(MUL_CONST, self, c, True)
-        return NotImplemented
+        return multiply(self, other)
 
     def __pow__(self, other, modulo):  # self ** other
-        cdef double c
-        if modulo is not None:
-            return NotImplemented
-        if isinstance(other, Value):
-            return binary_op(POW, self, other, True)
-        if as_double(other, &c):
-            return unary_op(POW_CONST, self, c, True)
-        return NotImplemented
+        return NotImplemented if modulo is not None else raise_to(self, other)
 
     def relu(self):
         """max(0, self), as upstream: relu(-0.0) is -0.0 and relu(nan) is nan."""
@@ -449,32 +484,30 @@ cdef class Value:
         finally:
             release_storage(&order)
 
+    # The derived ops build upstream's nodes (a - b is a + (-b), a / b is a * b**-1) with the
+    # primitives' C functions, not through Python's operator dispatch again. A number `other`
+    # is a float first (see is_number); NotImplemented passes through add() and multiply().
+
     def __neg__(self):  # -self
-        return self * -1
+        return multiply(self, -1.0)
 
     def __radd__(self, other):  # other + self
-        return self + other
-
-    # A number `other` is a float before the derived ops use it (see is_number).
+        return add(self, other)
 
     def __sub__(self, other):  # self - other
-        other = operand(other)
-        return NotImplemented if other is NotImplemented else self + (-other)
+        return add(self, negated(other))
 
     def __rsub__(self, other):  # other - self
-        other = operand(other)
-        return NotImplemented if other is NotImplemented else other + (-self)
+        return NotImplemented if operand(other) is NotImplemented else add(-self, other)
 
     def __rmul__(self, other):  # other * self
-        return self * other
+        return multiply(self, other)
 
     def __truediv__(self, other):  # self / other
-        other = operand(other)
-        return NotImplemented if other is NotImplemented else self * other**-1
+        return multiply(self, reciprocal(other))
 
     def __rtruediv__(self, other):  # other / self
-        other = operand(other)
-        return NotImplemented if other is NotImplemented else other * self**-1
+        return NotImplemented if operand(other) is NotImplemented else multiply(self**-1, other)
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
