@@ -47,6 +47,8 @@ if not getattr(sys, "_is_gil_enabled", lambda: True)():
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
+    PyTypeObject* Py_TYPE(PyObject* o)
+    PyObject** PySequence_Fast_ITEMS(object o)     # a list's or tuple's items, borrowed
     void PyObject_GC_UnTrack(void* o)
     void tuple_set_item "PyTuple_SET_ITEM"(object tuple, Py_ssize_t i, PyObject* item)
     void PyType_Modified(PyTypeObject* type)
@@ -802,13 +804,20 @@ def dot(ws, xs, bias=None):
     to the last bit. ws and xs must have the same length (zip would silently drop the extra
     items).
     """
-    # Snapshots: converting a number runs its __float__, which could change a list we read.
-    # tuple() of a tuple is the tuple itself.
-    return dot_node(tuple(ws), tuple(xs), bias)
+    return dot_node(ws, tuple(xs), bias)
 
 
-cdef Value dot_node(tuple w, tuple x, object bias):
-    cdef Py_ssize_t n = len(w), i
+cdef Value dot_node(object ws, tuple x, object bias):
+    # The inputs are a snapshot (tuple() of a tuple is the tuple itself), and so are the
+    # weights, but for a list of Values with inputs that are all Values (a layer's neuron): no
+    # number is converted then, so no Python code can run while the list is read in place.
+    cdef list weights = None
+    cdef tuple w = None
+    if type(ws) is list and all_values_in(<list>ws) and all_values_in(x):
+        weights = <list>ws
+    else:
+        w = tuple(ws)
+    cdef Py_ssize_t n = len(w) if weights is None else len(weights), i
     cdef bint bias_is_value = isinstance(bias, Value)
     cdef double number_bias = 0.0
     if len(x) != n:
@@ -821,11 +830,24 @@ cdef Value dot_node(tuple w, tuple x, object bias):
     # number bias is kept in the node.
     cdef tuple children = new_children(2 * n + bias_is_value)
     for i in range(n):
-        set_child(children, i, as_value(w[i], "dot() operand"))
+        if weights is not None:
+            set_child(children, i, <Value>weights[i])
+        else:
+            set_child(children, i, as_value(w[i], "dot() operand"))
         set_child(children, n + i, as_value(x[i], "dot() operand"))
     if bias_is_value:
         set_child(children, 2 * n, bias)
     return nary_op(DOT, children, number_bias)
+
+
+cdef bint all_values_in(object items):
+    # True if every item of a list or tuple is a made Value: nothing to convert
+    cdef Py_ssize_t i
+    cdef PyObject** array = PySequence_Fast_ITEMS(items)
+    for i in range(Py_SIZE(<PyObject*>items)):
+        if Py_TYPE(array[i]) != <PyTypeObject*>Value or not (<Value>array[i]).made:
+            return False
+    return True
 
 
 def layer(neurons, inputs):
@@ -834,12 +856,17 @@ def layer(neurons, inputs):
     or 'linear'), the very nodes Neuron.__call__ makes. A number among the inputs becomes one
     leaf Value for the whole layer. Returns a list.
     """
-    cdef tuple x = tuple(v if isinstance(v, Value) else Value(v) for v in inputs)
+    cdef tuple x = tuple(inputs)
+    cdef Py_ssize_t i
+    for i in range(len(x)):
+        if not isinstance(x[i], Value):
+            x = x[:i] + tuple(v if isinstance(v, Value) else Value(v) for v in x[i:])
+            break
     cdef list out = []
     cdef Value node
     for neuron in neurons:
         activation = neuron.activation
-        node = dot_node(tuple(neuron.w), x, neuron.b)
+        node = dot_node(neuron.w, x, neuron.b)
         if activation == "relu":
             node = unary_op(RELU, node, 0.0, True)
         elif activation == "tanh":

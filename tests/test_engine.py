@@ -769,6 +769,12 @@ def test_sum_and_dot_work_on_a_snapshot_of_their_input(change):
     out.backward()
     assert out.data == 1.0 * 2.0 + 3.0 * 2.0 and xs[0].grad == 1.0 + 0.0 + 3.0
 
+    # weights that are all Values (read in place when the inputs are Values too), with a number
+    # among the inputs that changes them
+    items = [Value(1.0), Value(2.0), Value(3.0)]
+    out = engine.dot(items, [Value(1.0), MutatesWhenConverted(0), Value(1.0)])
+    assert out.data == 1.0 + 0.0 + 3.0 and len(out._children) == 6
+
 
 def test_a_value_cannot_be_remade():
     # remaking a node could give it its own parent as a child: a cycle the GC can't see
