@@ -135,6 +135,11 @@ def count_torch_nodes(*roots):
 def torch_engine():
     import torch
 
+    # One thread, as for every engine here: its idle pool threads otherwise spin on the other
+    # core for a while after each op (measured: plain floats right after torch's turn ran at 60%
+    # of their speed, so every ratio against them was off).
+    torch.set_num_threads(1)
+
     class TorchEngine:                       # micrograd's engine module, as upstream's nn sees it
         @staticmethod
         def Value(x):
