@@ -110,6 +110,10 @@ class Replay:
     def nbytes(self) -> int:
         """Bytes of state the replay keeps beyond the Values themselves."""
         ...
+    @property
+    def _layers(self) -> list[tuple[int, int, int]]:
+        """For tests: [(dots, nodes between them, weights per dot)] of each layer found."""
+        ...
     def forward(self) -> float:
         """Recompute every node from the leaves' current data; returns the root's data."""
         ...

@@ -19,7 +19,7 @@ bulk copies between Values and numpy arrays (copy_to_array, copy_from_array, zer
 
 cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
@@ -27,7 +27,7 @@ from libc.math cimport exp, floor, isfinite, isinf, isnan, log, tanh
 from libc.limits cimport INT_MAX
 from libc.math cimport pow as c_pow
 from libc.stdlib cimport free, realloc
-from libc.string cimport memset
+from libc.string cimport memcmp, memcpy, memset
 
 import numbers
 import operator

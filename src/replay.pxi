@@ -7,13 +7,18 @@
 # does on a freshly built graph, in the same order, so data and grads are the same bits.
 
 # Tape op codes are the node's op, with these bits set: IEEE for IEEE nodes (they never raise),
-# and GROUPED for nodes in a group of identical ones (same op, constant and children, as the
+# GROUPED for nodes in a group of identical ones (same op, constant and children, as the
 # four s ** -1 of a softmax written x / s): a group's value and local derivatives are computed
-# once. Such a node has one link more, after its children: its group's index.
+# once. Such a node has one link more, after its children: its group's index. IN_LAYER for the
+# nodes of a layer (see group_layers): its dot nodes, and the nodes between them.
 cdef enum:
     IEEE_NODE = 0x80
     GROUPED = 0x40
-    OP_BITS = 0x3f
+    IN_LAYER = 0x20
+    OP_BITS = 0x1f
+
+if N_OPS > OP_BITS + 1:
+    raise SystemError("the replay's op byte has no room for every op code (src/replay.pxi)")
 
 cdef struct Group:
     int first                           # the member forward() computes; the others copy it
@@ -21,6 +26,16 @@ cdef struct Group:
     int which                           # derivatives (which, da, db) that all members use
     double da
     double db
+
+cdef struct Layer:
+    # Dot nodes of m weights over the same m inputs (the neurons of a layer, for one example),
+    # computed side by side. Its members, then the nodes between them on the tape (the
+    # members' activations), are layer_nodes[start:start + members + between].
+    int start
+    int members
+    int between
+    int m
+    bint bias                           # the members have a Value bias, child 2m
 
 
 # Invisible to the cyclic GC, as Values are: its one object field is the root, a Value, which
@@ -56,6 +71,9 @@ cdef class Replay:
     cdef double* grads
     cdef Group* groups
     cdef int n_groups
+    cdef Layer* layers                  # in tape order; see group_layers
+    cdef int n_layers
+    cdef int* layer_nodes
     cdef int* leaves                    # the positions of the LEAF nodes
     cdef Py_ssize_t n_leaves
 
@@ -74,6 +92,8 @@ cdef class Replay:
         PyMem_Free(self.values)
         PyMem_Free(self.grads)
         PyMem_Free(self.groups)
+        PyMem_Free(self.layers)
+        PyMem_Free(self.layer_nodes)
         PyMem_Free(self.leaves)
 
     def __len__(self):
@@ -90,13 +110,28 @@ cdef class Replay:
         self.check_recorded()
         return (self.size * (sizeof(PyObject*) + 1 + 3 * sizeof(double)) +
                 (self.size + 1 + self.first[self.size]) * sizeof(int) +
-                self.n_groups * sizeof(Group) + self.n_leaves * sizeof(int))
+                self.n_groups * sizeof(Group) + self.n_leaves * sizeof(int) +
+                self.n_layers * sizeof(Layer) + self.n_layer_nodes() * sizeof(int))
+
+    cdef Py_ssize_t n_layer_nodes(self):
+        if self.n_layers == 0:
+            return 0
+        cdef Layer* last = &self.layers[self.n_layers - 1]
+        return last.start + last.members + last.between
 
     def __repr__(self):
         if self.nodes == NULL:
             return "Replay(not recorded)"
+        layers = f"{self.n_layers:,} layers, " if self.n_layers else ""
         return (f"Replay({self.size:,} nodes, {self.first[self.size] - self.n_grouped():,} links, "
-                f"root={self.root!r})")
+                f"{layers}root={self.root!r})")
+
+    @property
+    def _layers(self):
+        """For tests: [(dots, nodes between them, weights per dot)] of each layer found."""
+        self.check_recorded()
+        return [(self.layers[i].members, self.layers[i].between, self.layers[i].m)
+                for i in range(self.n_layers)]
 
     cdef Py_ssize_t n_grouped(self):
         cdef Py_ssize_t i, n = 0
@@ -120,6 +155,8 @@ cdef class Replay:
         cdef int error
         cdef TapeChildren children
         cdef const Group* group
+        cdef const Layer* layer
+        cdef int next_layer = 0
         self.check_recorded()
         cdef double* new = self.grads
         cdef const int* links = self.links
@@ -131,6 +168,14 @@ cdef class Replay:
             op = ops[i] & OP_BITS
             if not has_formula(op):
                 new[i] = (<Value>nodes[i]).data
+                continue
+            if ops[i] & IN_LAYER and op == DOT:     # a layer's dots, all at its first
+                layer = &self.layers[next_layer] if next_layer < self.n_layers else NULL
+                if layer != NULL and self.layer_nodes[layer.start] == i:
+                    layer_forward(self, layer, new)
+                    for k in range(layer.start, layer.start + layer.members):
+                        (<Value>nodes[self.layer_nodes[k]]).data = new[self.layer_nodes[k]]
+                    next_layer += 1
                 continue
             k = first[i]
             if ops[i] & GROUPED:
@@ -174,6 +219,8 @@ cdef class Replay:
         cdef unsigned char op
         cdef double g
         cdef Group* group
+        cdef const Layer* layer
+        cdef int next_layer = self.n_layers - 1
         cdef TapeChildren children
         cdef double* values = self.values
         cdef double* grads = self.grads
@@ -187,6 +234,12 @@ cdef class Replay:
             if write_back:
                 (<Value>nodes[i]).grad = g
             op = ops[i] & OP_BITS
+            if ops[i] & IN_LAYER:               # a layer's nodes, all at its last dot
+                layer = &self.layers[next_layer] if next_layer >= 0 else NULL
+                if layer != NULL and self.layer_nodes[layer.start + layer.members - 1] == i:
+                    layer_backward(self, layer)
+                    next_layer -= 1
+                continue
             k = first[i]
             children = TapeChildren(links + k, values, grads)
             if ops[i] & GROUPED:
@@ -199,12 +252,19 @@ cdef class Replay:
                 node_backprop(op, children, first[i + 1] - k, constants[i], values[i], g)
 
     cdef void undo_forward(self, Py_ssize_t failed) noexcept:
-        # The nodes before `failed` got new data: give them back the last good values.
-        cdef Py_ssize_t i
-        cdef unsigned char op
+        # The nodes before `failed` got new data, and so did every dot of a layer that begins
+        # before it: give them back the last good values.
+        cdef Py_ssize_t i, k
+        cdef const Layer* layer
         for i in range(failed):
             if has_formula(self.ops[i] & OP_BITS):
                 (<Value>self.nodes[i]).data = self.values[i]
+        for i in range(self.n_layers):
+            layer = &self.layers[i]
+            if self.layer_nodes[layer.start] < failed:
+                for k in range(layer.start, layer.start + layer.members):
+                    (<Value>self.nodes[self.layer_nodes[k]]).data = \
+                        self.values[self.layer_nodes[k]]
 
     cdef str where(self, Py_ssize_t i):
         return f" (replaying node {i:,} of {self.size:,}, op {(<Value>self.nodes[i])._op!r})"
@@ -218,6 +278,15 @@ def compile(root):
     data would give, bit for bit. What Python decided while building is baked in, as in
     torch.jit.trace: numbers folded into ops, a branch on `x.data > 0`, a max over data.
     """
+    return compile_tape(root, True)
+
+
+def _compile_without_layers(root):
+    """For tests and measurements: compile(root), but with no layers (see group_layers)."""
+    return compile_tape(root, False)
+
+
+cdef Replay compile_tape(object root, bint layers):
     if not isinstance(root, Value):
         raise TypeError(f"compile() needs a Value, not '{type(root).__name__}'")
     check_made(root)
@@ -225,6 +294,8 @@ def compile(root):
     cdef Replay tape = record(&start, 1, (), NULL)
     tape.root = root
     group_duplicates(tape)
+    if layers:
+        group_layers(tape)
     return tape
 
 
@@ -242,6 +313,7 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         release_storage(&order)         # it cleared the marks; the array it filled is ours
         raise
     try:
+        leaves_first(&order)
         for i in range(order.size):
             node = <Value>order.items[i]
             links += tape_links(node)
@@ -302,6 +374,25 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         node.visit = NOT_SEEN
     release_storage(&order)
     return tape
+
+
+cdef int leaves_first(PtrStack* order) except -1:
+    # Puts the nodes without children first, keeping the order within each part: still a
+    # topological order, and every interior node comes after every leaf, so a layer of dot
+    # nodes (group_layers) finds all its weights read before it.
+    cdef PyObject** sorted_items = <PyObject**>allocate(order.size * sizeof(PyObject*))
+    cdef Py_ssize_t i, k = 0
+    for i in range(order.size):
+        if is_leaf(<Value>order.items[i]):
+            sorted_items[k] = order.items[i]
+            k += 1
+    for i in range(order.size):
+        if not is_leaf(<Value>order.items[i]):
+            sorted_items[k] = order.items[i]
+            k += 1
+    memcpy(order.items, sorted_items, order.size * sizeof(PyObject*))
+    PyMem_Free(sorted_items)
+    return 0
 
 
 cdef inline bint is_leaf(Value node) noexcept:
@@ -426,3 +517,249 @@ cdef inline bint same_node(Replay tape, Py_ssize_t i, Py_ssize_t j) noexcept:
     return (tape.ops[i] == tape.ops[j] and a.bits == b.bits and
             tape.links[ki] == tape.links[kj] and
             (not is_binary(tape.ops[i] & OP_BITS) or tape.links[ki + 1] == tape.links[kj + 1]))
+
+
+# -- layers: dot nodes computed side by side --------------------------------------------------
+# A dot node's sum is added in upstream's order (that is what makes it bit-identical), so each
+# term waits for the add before it (~4 cycles). But the neurons of a layer are dots over the
+# same inputs: computed side by side, each still adds its own terms in its own order, while
+# the adder stays busy. group_layers finds them on the tape: a run of dots of m weights over
+# the same m inputs, with nothing between them but unary nodes of theirs (their activations).
+# forward() computes a layer's dots at the first; backward() reaches the last dot first and
+# then does the nodes between (in the sweep's order) and every dot, which needs:
+# - every dot's children before the first dot (leaves_first puts the weights there);
+# - every dot's grad complete then: on the tape between the first dot and the last there is
+#   nothing but the run (a dot's children come before the first dot, and a node between has
+#   one child, a dot), so every other parent of a dot or of a node between comes after the
+#   last dot, and the sweep has done it; each grad gathers its parents' contributions in the
+#   same order as before;
+# - each target of a contribution to appear once in the layer (a weight or a bias in one dot,
+#   an input once in the inputs): then each grad still gathers the layer's contributions in the
+#   sweep's order, input i's from the dots in turn.
+# A graph where nothing groups replays as before; the layers cost 24 bytes each and 4 per node
+# in them.
+
+cdef inline bint same_shape_dot(Replay tape, Py_ssize_t i, Py_ssize_t leader, int m) noexcept:
+    # node i is a dot of m weights, with a Value bias if the leader has one, over the same
+    # inputs as the leader
+    cdef int n = tape.first[i + 1] - tape.first[i]
+    if tape.ops[i] & OP_BITS != DOT or tape.ops[i] & GROUPED or n // 2 != m or m == 0:
+        return False
+    if n != tape.first[leader + 1] - tape.first[leader]:
+        return False
+    return memcmp(tape.links + tape.first[i] + m, tape.links + tape.first[leader] + m,
+                  m * sizeof(int)) == 0
+
+
+cdef void group_layers(Replay tape) noexcept:
+    # An optimisation: without the memory for it, the tape stays as it is.
+    cdef Py_ssize_t n = tape.size, i, j, k
+    cdef int m, count = 0, used = 0
+    cdef char* marks = <char*>PyMem_Calloc(n, 1)
+    cdef int* nodes = <int*>PyMem_Malloc(n * sizeof(int))           # the layers' nodes
+    cdef Layer* layers = <Layer*>PyMem_Malloc((n // 2 + 1) * sizeof(Layer))
+    cdef Layer* layer
+    if marks == NULL or nodes == NULL or layers == NULL:
+        PyMem_Free(marks)
+        PyMem_Free(nodes)
+        PyMem_Free(layers)
+        return
+    i = 0
+    while i < n:                        # a run begins at each dot that starts none yet
+        m = (tape.first[i + 1] - tape.first[i]) // 2
+        if not same_shape_dot(tape, i, i, m):
+            i += 1
+            continue
+        # The run: dots like node i, and unary nodes of theirs between (their activations).
+        # Inside it the only dots are its own, so a unary node's child is one of them if it is
+        # a dot at or after i.
+        j = i
+        k = used
+        while j < n:
+            if not (same_shape_dot(tape, j, i, m) or activation_of_run(tape, j, i)):
+                break
+            nodes[k] = <int>j
+            k += 1
+            j += 1
+        while tape.ops[nodes[k - 1]] & OP_BITS != DOT:
+            k -= 1                      # it ends at its last dot
+        layer = &layers[count]
+        layer.start = used
+        layer.m = m
+        layer.bias = (tape.first[i + 1] - tape.first[i]) % 2
+        layer.members = sort_layer_nodes(tape, nodes + used, k - used)
+        layer.between = <int>(k - used) - layer.members
+        if layer.members >= 2 and layer_valid(tape, layer, nodes, marks):
+            while used < k:
+                tape.ops[nodes[used]] |= IN_LAYER
+                used += 1
+            count += 1
+        i = j if j > i else i + 1       # on from where the run stopped
+    PyMem_Free(marks)
+    if count == 0:
+        PyMem_Free(nodes)
+        PyMem_Free(layers)
+        return
+    tape.layers = <Layer*>PyMem_Realloc(layers, count * sizeof(Layer))  # as big as what they
+    tape.layer_nodes = <int*>PyMem_Realloc(nodes, used * sizeof(int))   # hold (nbytes counts it)
+    if tape.layers == NULL:             # a shrinking realloc that failed: keep the old block
+        tape.layers = layers
+    if tape.layer_nodes == NULL:
+        tape.layer_nodes = nodes
+    tape.n_layers = count
+
+
+cdef inline bint activation_of_run(Replay tape, Py_ssize_t j, Py_ssize_t start) noexcept:
+    # node j is a unary node whose child is a dot at or after the run's start
+    cdef Py_ssize_t child
+    if not is_unary(tape.ops[j] & OP_BITS) or tape.ops[j] & GROUPED:
+        return False
+    child = tape.links[tape.first[j]]
+    return child >= start and tape.ops[child] & OP_BITS == DOT
+
+
+cdef int sort_layer_nodes(Replay tape, int* run, Py_ssize_t size) noexcept:
+    # the dots first, then the nodes between, each in tape order (a stable partition); returns
+    # how many dots
+    cdef Py_ssize_t i, k, dots = 0
+    cdef int held
+    for i in range(size):
+        if tape.ops[run[i]] & OP_BITS == DOT:
+            held = run[i]
+            for k in range(i, dots, -1):    # the nodes between move up one, in order
+                run[k] = run[k - 1]
+            run[dots] = held
+            dots += 1
+    return <int>dots
+
+
+cdef bint layer_valid(Replay tape, const Layer* layer, const int* nodes, char* marks) noexcept:
+    # Every dot's children before the first dot, and every target of the layer's contributions
+    # once: the inputs once in their list, each weight and bias in one dot only.
+    cdef const int* dots = nodes + layer.start
+    cdef int m = layer.m, leader = dots[0], target
+    cdef Py_ssize_t i, j
+    cdef const int* links
+    cdef bint valid = True
+    for j in range(m):                  # the inputs, shared
+        target = tape.links[tape.first[leader] + m + j]
+        valid &= marks[target] == 0
+        marks[target] = 1
+    for i in range(layer.members):
+        links = tape.links + tape.first[dots[i]]
+        for j in range(m + layer.bias):     # weights, then the bias
+            target = links[j] if j < m else links[2 * m]
+            valid &= marks[target] == 0 and target < leader
+            marks[target] = 1
+    for j in range(m):                  # the marks cleared for the next run
+        marks[tape.links[tape.first[leader] + m + j]] = 0
+    for i in range(layer.members):
+        links = tape.links + tape.first[dots[i]]
+        for j in range(m + layer.bias):
+            marks[links[j] if j < m else links[2 * m]] = 0
+    return valid
+
+
+cdef void layer_forward(Replay tape, const Layer* layer, double* new) noexcept nogil:
+    # Each dot's value, as dot_value (src/ops.pxi) computes it: the bias (a Value's, or the
+    # number c), then + w[i] * x[i] in turn. Four dots at a time, in four named accumulators
+    # (an array of them spills to memory), each adding its own terms in its own order.
+    cdef const int* dots = tape.layer_nodes + layer.start
+    cdef int m = layer.m, count = layer.members, j, i
+    cdef const int* x = tape.links + tape.first[dots[0]] + m
+    cdef const int* w0
+    cdef const int* w1
+    cdef const int* w2
+    cdef const int* w3
+    cdef double a0, a1, a2, a3, xi
+    j = 0
+    while j + 4 <= count:
+        w0 = tape.links + tape.first[dots[j]]
+        w1 = tape.links + tape.first[dots[j + 1]]
+        w2 = tape.links + tape.first[dots[j + 2]]
+        w3 = tape.links + tape.first[dots[j + 3]]
+        a0 = new[w0[2 * m]] if layer.bias else tape.constants[dots[j]]
+        a1 = new[w1[2 * m]] if layer.bias else tape.constants[dots[j + 1]]
+        a2 = new[w2[2 * m]] if layer.bias else tape.constants[dots[j + 2]]
+        a3 = new[w3[2 * m]] if layer.bias else tape.constants[dots[j + 3]]
+        for i in range(m):
+            xi = new[x[i]]
+            a0 += new[w0[i]] * xi
+            a1 += new[w1[i]] * xi
+            a2 += new[w2[i]] * xi
+            a3 += new[w3[i]] * xi
+        new[dots[j]] = a0
+        new[dots[j + 1]] = a1
+        new[dots[j + 2]] = a2
+        new[dots[j + 3]] = a3
+        j += 4
+    while j < count:
+        w0 = tape.links + tape.first[dots[j]]
+        a0 = new[w0[2 * m]] if layer.bias else tape.constants[dots[j]]
+        for i in range(m):
+            a0 += new[w0[i]] * new[x[i]]
+        new[dots[j]] = a0
+        j += 1
+
+
+cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
+    # The nodes between the dots, then the dots, each in the sweep's order (the tape's, from
+    # the end). Each dot's grad g is then complete. dot_backprop (src/ops.pxi) adds, for each
+    # term, x[i] * g into w[i]'s grad and w[i] * g into x[i]'s, then g into the bias's: here
+    # term i of four dots at a time, so that x[i]'s grad gathers the four in the sweep's order
+    # (held in a register in between), and every weight's and bias's grad its one.
+    cdef const int* dots = tape.layer_nodes + layer.start
+    cdef const int* between = dots + layer.members
+    cdef int m = layer.m, count = layer.members, j, i, b
+    cdef const int* x = tape.links + tape.first[dots[0]] + m
+    cdef const int* w0
+    cdef const int* w1
+    cdef const int* w2
+    cdef const int* w3
+    cdef double g0, g1, g2, g3, xi, gx
+    cdef double* values = tape.values
+    cdef double* grads = tape.grads
+    for j in range(layer.between - 1, -1, -1):
+        b = between[j]
+        node_backprop(tape.ops[b] & OP_BITS, TapeChildren(tape.links + tape.first[b], values,
+                                                            grads),
+                      1, tape.constants[b], values[b], grads[b])
+    j = count - 1
+    while j >= 3:
+        g0 = grads[dots[j]]
+        g1 = grads[dots[j - 1]]
+        g2 = grads[dots[j - 2]]
+        g3 = grads[dots[j - 3]]
+        if tiny(g0) or tiny(g1) or tiny(g2) or tiny(g3):
+            break                       # times_grad's slow path: one dot at a time, below
+        w0 = tape.links + tape.first[dots[j]]
+        w1 = tape.links + tape.first[dots[j - 1]]
+        w2 = tape.links + tape.first[dots[j - 2]]
+        w3 = tape.links + tape.first[dots[j - 3]]
+        for i in range(m):
+            xi = values[x[i]]
+            gx = grads[x[i]]
+            grads[w0[i]] += xi * g0
+            gx += values[w0[i]] * g0
+            grads[w1[i]] += xi * g1
+            gx += values[w1[i]] * g1
+            grads[w2[i]] += xi * g2
+            gx += values[w2[i]] * g2
+            grads[w3[i]] += xi * g3
+            gx += values[w3[i]] * g3
+            grads[x[i]] = gx
+        if layer.bias:
+            grads[w0[2 * m]] += g0
+            grads[w1[2 * m]] += g1
+            grads[w2[2 * m]] += g2
+            grads[w3[2 * m]] += g3
+        j -= 4
+    while j >= 0:
+        dot_backprop(TapeChildren(tape.links + tape.first[dots[j]], values, grads),
+                     2 * m + layer.bias, grads[dots[j]])
+        j -= 1
+
+
+cdef inline bint tiny(double g) noexcept nogil:
+    # a grad times_grad (src/floats.pxi) multiplies without the hardware's multiplication
+    return fabs(g) < 2.004168360008973e-292 and g != 0.0

@@ -303,7 +303,10 @@ def test_state_per_node_is_small():
     loss, _ = moons.loss(model, X, y, Value, engine.sum)
     step = engine.compile(loss)
     links = sum(len(n._children) if n._op not in ("",) else 0 for n in walk(loss))
-    assert step.nbytes <= 40 * len(step) + 4 * links + 64
+    layers = step._layers                           # 24 bytes each, 4 per node in one
+    assert len(layers) == 200
+    assert step.nbytes <= 40 * len(step) + 4 * links + 64 + sum(24 + 4 * (dots + between)
+                                                                 for dots, between, _ in layers)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     again = engine.compile(loss)
@@ -324,3 +327,82 @@ def test_a_leaf_root_and_bad_arguments():
         engine.Replay()
     with pytest.raises(ValueError):
         engine.compile(Value.__new__(Value))
+
+
+# -- layers: dot nodes over the same inputs, replayed side by side ----------------------------
+
+@st.composite
+def layer_graphs(draw):
+    """A layer of dots over shared inputs, the way a network's neurons are, with what can break
+    computing them side by side drawn in now and then: a weight shared between dots, an input
+    twice, a dot used by a later one of the run, number or Value biases, tiny grads."""
+    n_inputs = draw(st.integers(1, 7))
+    n_dots = draw(st.integers(1, 11))
+    repeated_input = draw(st.booleans()) and draw(st.booleans()) and n_inputs > 1
+    inputs = [k % (n_inputs - 1) if repeated_input else k for k in range(n_inputs)]
+    size = n_inputs
+    dots = []
+    for d in range(n_dots):
+        if draw(st.integers(0, 9)) == 0:            # a weight of an earlier dot, or an input
+            weights = draw(st.lists(st.integers(0, size - 1), min_size=n_inputs,
+                                    max_size=n_inputs))
+        else:
+            weights = list(range(size, size + n_inputs))
+            size += n_inputs
+        bias = draw(st.sampled_from(["none", "number", "value"]))
+        if bias == "value":
+            bias = size
+            size += 1
+        activation = draw(st.sampled_from(["relu", "tanh", "none", "reuse"]))
+        dots.append((weights, bias, activation))
+    scale = draw(st.sampled_from([1.0, 1.0, 1e-300, 1e-160]))  # tiny grads: times_grad's path
+    values = st.lists(st.floats(-2, 2, allow_subnormal=False), min_size=size, max_size=size)
+    return draw(values), inputs, dots, scale, draw(values)
+
+
+def build_layer_graph(pool, inputs, dots, scale):
+    leaves = [Value(x) for x in pool]
+    xs = [leaves[i] for i in inputs]
+    outs = []
+    for weights, bias, activation in dots:
+        b = leaves[bias] if isinstance(bias, int) else 0.5 if bias == "number" else None
+        out = engine.dot([leaves[w] for w in weights], xs, b)
+        if activation == "relu":
+            out = out.relu()
+        elif activation == "tanh":
+            out = out.tanh()
+        elif activation == "reuse" and outs:
+            out = out * outs[-1]                    # a parent of an earlier dot in the run
+        outs.append(out)
+    return leaves, engine.sum(outs) * scale
+
+
+@fuzz
+@given(layer_graphs())
+def test_layers_replay_the_bits_of_a_rebuilt_graph(case):
+    pool, inputs, dots, scale, new = case
+    leaves, root = build_layer_graph(pool, inputs, dots, scale)
+    step = engine.compile(root)
+    for leaf, x in zip(leaves, new):
+        leaf.data, leaf.grad = x, 0.0
+    rebuilt_leaves, rebuilt = build_layer_graph(new, inputs, dots, scale)
+    assert bits(step.forward()) == bits(rebuilt.data)
+    step.backward()
+    rebuilt.backward()
+    replay_matches_rebuilding(root, rebuilt)
+
+
+def test_layers_form_where_a_networks_neurons_are_and_nowhere_else():
+    random.seed(0)
+    model = MLP(3, [4, 4, 1])
+    X = [[0.5, -1.0, 2.0], [1.5, 0.2, -0.3]]
+    loss = engine.sum([model(x) for x in X])
+    # per example: 4 dots of 3 weights, 4 of 4 weights, each with 3 relus between; the last
+    # layer's one dot is no layer
+    assert sorted(engine.compile(loss)._layers) == [(4, 3, 3)] * 2 + [(4, 3, 4)] * 2
+    assert engine._compile_without_layers(loss)._layers == []
+    x = Value(1.0)
+    assert engine.compile((x * 2).tanh() + x)._layers == []
+    shared = [Value(0.5)] * 3                       # the same weight in every dot: no layer
+    xs = [Value(1.0), Value(2.0), Value(3.0)]
+    assert engine.compile(engine.sum([engine.dot(shared, xs) for _ in range(4)]))._layers == []
