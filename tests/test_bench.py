@@ -52,8 +52,9 @@ def test_missing_engines_are_skipped(monkeypatch):
     monkeypatch.setattr(bench.engines.importlib.util, "find_spec",
                         lambda name: None if name == "torch" else object())
     engines, skipped = bench.available_engines()
-    assert [e.name for e in engines] == ["micrograd_c", "micrograd_c-replay", "floats"]
-    assert set(skipped) == {"micrograd_c-unfused", "micrograd", "micrograd-nogc", "torch"}
+    assert [e.name for e in engines] == ["micrograd_c", "micrograd_c-replay", "floats", "numpy"]
+    assert set(skipped) == {"micrograd_c-unfused", "micrograd", "micrograd-nogc", "torch",
+                            "torch-tensors"}
     with pytest.raises(ValueError):
         bench.available_engines(["nonesuch"])
 

@@ -26,13 +26,14 @@ class Engine:
     one_hot_targets)` is a batch's
     mean softmax cross-entropy and `gradient_graph(output, inputs)` the gradients as a graph
     that can be differentiated again (None: the engine has none); `set_data(value, x)` sets a
-    parameter's number. `only_on` lists the workloads an engine is run on (None: all); `note` is
-    what a reader of its results should know."""
+    parameter's number. `batched` is not a scalar engine but a whole-batch MLP class (from
+    micrograd_c.batched), run on digits_epoch. `only_on` lists the workloads an engine is run on
+    (None: all); `note` is what a reader of its results should know."""
 
     def __init__(self, name, Value, MLP=None, gc_off=False, sum_values=sum, nodes=None,
                  same_value_as=None, exp=None, log=None, replays=False, forward_only=False,
                  only_on=None, note=None, cross_entropy=None, gradient_graph=None,
-                 set_data=set_data, relu=None):
+                 set_data=set_data, relu=None, batched=None):
         self.name = name
         self.Value = Value
         self.MLP = MLP
@@ -50,6 +51,7 @@ class Engine:
         self.gradient_graph = gradient_graph
         self.set_data = set_data
         self.relu = relu                        # None: the Value's relu() method
+        self.batched = batched                  # a micrograd_c.batched MLP class, or None
 
     def runs(self, workload):
         return self.only_on is None or workload in self.only_on
@@ -224,11 +226,23 @@ def builtin_engines():
             makers[name] = NOT_UPSTREAM
     has_torch = importlib.util.find_spec("torch") is not None
     makers["torch"] = torch_engine if has_torch else "torch is not installed"
+    import micrograd_c.batched
+    makers["numpy"] = lambda: Engine(
+        "numpy", None, batched=micrograd_c.batched.NumpyMLP, only_on=("digits_epoch",),
+        note="the digits MLP written by hand in numpy: matrix products over the whole batch, "
+             "float64, forward, backward and SGD (micrograd_c.batched); on digits_epoch")
+    makers["torch-tensors"] = "torch is not installed"
+    if has_torch:
+        makers["torch-tensors"] = lambda: Engine(
+            "torch-tensors", None, batched=micrograd_c.batched.TorchMLP,
+            only_on=("digits_epoch",),
+            note="the digits MLP as torch.nn.Linear layers over the whole batch, float64, one "
+                 "thread, torch.optim.SGD (micrograd_c.batched); on digits_epoch")
     return makers
 
 
 BUILTIN = ("micrograd_c", "micrograd_c-unfused", "micrograd_c-replay", "micrograd", "micrograd-nogc",
-           "torch", "floats")
+           "torch", "floats", "numpy", "torch-tensors")
 
 
 def available_engines(names=None, modules=()):

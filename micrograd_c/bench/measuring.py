@@ -23,8 +23,9 @@ from micrograd_c.bench.workloads import (DIGITS_BATCH, DIGITS_EPOCHS, DIGITS_LOS
 BASELINES = {"train_step": ("micrograd", "micrograd-nogc", "floats"),
              "wide_mlp": ("micrograd", "micrograd-nogc", "floats"),
              "fastest_autograd": ("micrograd_c", "torch", "floats"),
-             ("digits_epoch", "cross_entropy"): ("micrograd_c", "torch"),
-             ("digits_epoch", "squared_error"): ("micrograd", "micrograd-nogc", "torch"),
+             ("digits_epoch", "cross_entropy"): ("micrograd_c", "torch", "numpy", "torch-tensors"),
+             ("digits_epoch", "squared_error"): ("micrograd", "micrograd-nogc", "torch", "numpy",
+                                                 "torch-tensors"),
              "grad_graph": ("torch",)}
 # The workloads on which an engine differing from another only by its nn is run
 NN_WORKLOADS = ("train_step", "wide_mlp", "digits_epoch")

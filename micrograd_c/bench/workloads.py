@@ -256,6 +256,8 @@ def digits_epoch(engine, loss="cross_entropy", seed=0, model=None):
     the same batches in the same order on every engine; an engine that replays builds and
     compiles one batch's graph (digits.Batch: the images and one-hot labels are leaves set in
     place)."""
+    if engine.batched is not None:
+        return batched_digits_epoch(engine, loss, seed)
     loss_of = digits_loss(engine, loss)
     images, labels = digits_data(seed)
     model = digits_model(engine, seed) if model is None else model
@@ -293,6 +295,29 @@ def digits_epoch(engine, loss="cross_entropy", seed=0, model=None):
         k += 1
 
     return run, nodes
+
+
+def batched_digits_epoch(engine, loss="cross_entropy", seed=0):
+    """digits_epoch for an engine that runs the whole batch as matrices (micrograd_c.batched:
+    numpy by hand, PyTorch tensors): the same weights, batches, loss and SGD. It makes no graph
+    of scalar nodes: nodes is None."""
+    images, labels = digits_data(seed)
+    X, onehot = np.array(images), ONE_HOT[labels]
+    batches = digits.batches(len(images), DIGITS_BATCH, np.random.default_rng(seed))
+    # A first step on another model loads what the library loads once (torch: ~1 s), which is
+    # no batch's cost.
+    engine.batched(digits.make_model(seed)).step(X[batches[0]], onehot[batches[0]], DIGITS_LR,
+                                                 loss)
+    mlp = engine.batched(digits.make_model(seed))
+    k = 0
+
+    def run():
+        nonlocal k
+        rows = batches[k % len(batches)]
+        mlp.step(X[rows], onehot[rows], DIGITS_LR, loss)
+        k += 1
+
+    return run, None
 
 
 # -- grad_graph: gradients as a graph, against the forward graph ------------------------------
