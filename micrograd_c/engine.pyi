@@ -77,6 +77,11 @@ def dot(
     """bias + sum(w * x for w, x in zip(ws, xs)), as one node."""
     ...
 
+def descend(values: Iterable[Value], lr: float) -> None:
+    """p.data -= lr * p.grad for every Value p, in a compiled loop (optim.SGD's plain step):
+    the numbers of that Python loop, to the bit."""
+    ...
+
 def layer(neurons: Iterable[Any], inputs: Iterable[Union[Value, _Number]]) -> list[Value]:
     """[neuron(inputs) for neuron in neurons], for a layer of micrograd_c.nn's Neurons, in one
     call: each neuron is dot(neuron.w, inputs, neuron.b), then its activation ('relu', 'tanh'

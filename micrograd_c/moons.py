@@ -74,11 +74,16 @@ def accuracy(scores, y):
     return sum(correct) / len(correct)
 
 
+def learning_rate(k, steps=100):
+    """The demo's learning rate at step k (counting from 0): from 1.0 down to 0.1."""
+    return 1.0 - 0.9 * k / steps
+
+
 def sgd_update(parameters, k, steps=100):
     """The demo's SGD update at step k (counting from 0), with its decaying learning rate."""
-    learning_rate = 1.0 - 0.9 * k / steps
+    lr = learning_rate(k, steps)
     for p in parameters:
-        p.data -= learning_rate * p.grad
+        p.data -= lr * p.grad
 
 
 def sgd_step(model, X, y, Value, k, steps=100, sum_values=sum, l2_by_neuron=False):
@@ -95,17 +100,20 @@ def replayed_sgd_step(model, X, y, l2_by_neuron=False):
 
     Returns step(k, steps=100) -> (loss, accuracy), the same numbers as sgd_step's, bit for bit.
     Every step uses every point, so the graph's structure never changes: engine.compile records
-    it once, and each step recomputes it from the parameters' current data.
+    it once, and each step recomputes it from the parameters' current data. The update is
+    micrograd_c.optim.SGD's, as a user of replay would write it (sgd_update's numbers, in bulk).
     """
+    from micrograd_c.optim import SGD
     total_loss, scores = loss_and_scores(model, X, y, engine.Value, engine.sum, l2_by_neuron)
     replay = engine.compile(total_loss)
-    parameters = model.parameters()
+    optimizer = SGD(model.parameters(), lr=learning_rate(0))
 
     def step(k, steps=100):
         loss = replay.forward()
-        model.zero_grad()
+        optimizer.zero_grad()
         replay.backward()
-        sgd_update(parameters, k, steps)
+        optimizer.lr = learning_rate(k, steps)
+        optimizer.step()
         return loss, accuracy(scores, y)
 
     return step

@@ -51,6 +51,12 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum and L2 weight decay (torch.optim.SGD)."""
 
+    def step(self):
+        if self.momentum or self.weight_decay:
+            super().step()
+        else:                       # p.data -= lr * p.grad, without arrays in between
+            engine.descend(self.params, self.lr)
+
     def __init__(self, params, lr, momentum=0, weight_decay=0):
         super().__init__(params, lr)
         if not momentum >= 0 or not weight_decay >= 0:

@@ -956,48 +956,81 @@ def cross_entropy(logits, target):
 
 cdef tuple all_values(values):
     cdef tuple items = tuple(values)
-    for item in items:
-        if not isinstance(item, Value):
-            raise TypeError(f"expected Values, got '{type(item).__name__}'")
+    check_values(items)
     return items
 
 
-cdef check_sizes(tuple items, Py_ssize_t size):
-    if len(items) != size:
-        raise ValueError(f"{len(items)} Values but an array of {size}")
+cdef object values_in_place(values):
+    # values as a list or tuple of Values, read in place if it is one (a loop that runs no
+    # Python code can't see it change), else a snapshot
+    items = values if type(values) is list or type(values) is tuple else tuple(values)
+    check_values(items)
+    return items
+
+
+cdef int check_values(object items) except -1:
+    if all_values_in(items):
+        return 0
+    for item in items:
+        if not isinstance(item, Value):
+            raise TypeError(f"expected Values, got '{type(item).__name__}'")
+        check_made(<Value>item)
+    return 0
+
+
+cdef check_sizes(Py_ssize_t values, Py_ssize_t size):
+    if values != size:
+        raise ValueError(f"{values} Values but an array of {size}")
 
 
 def zero_grads(values):
     """Set every Value's grad to 0.0, in a compiled loop (Module.zero_grad, the optimizers)."""
-    cdef tuple items = all_values(values)
+    items = values_in_place(values)
+    cdef PyObject** array = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
-    for i in range(len(items)):
-        (<Value>items[i]).grad = 0.0
+    for i in range(Py_SIZE(<PyObject*>items)):
+        (<Value>array[i]).grad = 0.0
 
 
-# The Values are gathered before the buffer is taken, and the sizes compared after: iterating
-# the Values can run Python code, which could resize the array.
+def descend(values, double lr):
+    """p.data -= lr * p.grad for every Value p, in a compiled loop (optim.SGD's plain step):
+    the numbers of that Python loop, to the bit."""
+    items = values_in_place(values)
+    cdef PyObject** array = PySequence_Fast_ITEMS(items)
+    cdef Py_ssize_t i
+    for i in range(Py_SIZE(<PyObject*>items)):
+        (<Value>array[i]).data -= lr * (<Value>array[i]).grad
+
+
+# Iterating the Values can run Python code (a generator that resizes the array): they are
+# read before the array's buffer is taken, a list or tuple in place, anything else into a
+# snapshot. Taking the buffer can run Python code too (an exporter's __buffer__), so the
+# Values and the sizes are checked after it. The loops run no Python code.
 def copy_to_array(values, out, bint grads=False):
     """Write each Value's data (or grad, with grads=True) into out, a float64 array as long."""
-    cdef tuple items = all_values(values)
+    items = values_in_place(values)
     cdef double[::1] view = out
+    check_values(items)
+    check_sizes(len(items), view.shape[0])
+    cdef PyObject** array = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
-    check_sizes(items, view.shape[0])
     for i in range(view.shape[0]):
-        view[i] = (<Value>items[i]).grad if grads else (<Value>items[i]).data
+        view[i] = (<Value>array[i]).grad if grads else (<Value>array[i]).data
 
 
 def copy_from_array(values, source, bint grads=False):
     """Set each Value's data (or grad, with grads=True) from source, a float64 array as long."""
-    cdef tuple items = all_values(values)
+    items = values_in_place(values)
     cdef const double[::1] view = source
+    check_values(items)
+    check_sizes(len(items), view.shape[0])
+    cdef PyObject** array = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
-    check_sizes(items, view.shape[0])
     for i in range(view.shape[0]):
         if grads:
-            (<Value>items[i]).grad = view[i]
+            (<Value>array[i]).grad = view[i]
         else:
-            (<Value>items[i]).data = view[i]
+            (<Value>array[i]).data = view[i]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -865,3 +865,25 @@ def test_zero_grads():
     assert [v.grad for v in vs] == [0.0] * 5
     with pytest.raises(TypeError):
         engine.zero_grads([vs[0], 1.0])
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="a Python class exports a buffer from 3.12")
+def test_an_array_whose_buffer_changes_the_values_is_refused_from_3_12():
+    # taking the array's buffer runs the exporter's __buffer__, which changes the list of
+    # Values being copied: checked after, an error, not a read of what is no longer there
+    vs = [Value(1.0), Value(2.0)]
+
+    class Exporter:
+        def __buffer__(self, flags):
+            vs[1] = "not a Value"
+            return memoryview(np.zeros(2))
+    with pytest.raises(TypeError, match="expected Values"):
+        engine.copy_to_array(vs, Exporter())
+    vs[1] = Value(2.0)
+
+    class Grows:
+        def __buffer__(self, flags):
+            vs.append(Value(3.0))
+            return memoryview(np.zeros(2))
+    with pytest.raises(ValueError, match="3 Values but an array of 2"):
+        engine.copy_from_array(vs, Grows())
