@@ -155,33 +155,28 @@ cdef object operand(object x):
     return NotImplemented
 
 
-# The primitives behind Value's operators: a Value a, and b a Value or a number.
+# The primitives behind Value's operators: a Value a, and b a Value or a number (kept in the
+# node: x * 2.0 is one node), else NotImplemented.
 
-cdef object add(Value a, object b):                # a + b
+cdef object primitive(Value a, object b, unsigned char op, unsigned char op_with_number):
     cdef double c
     if isinstance(b, Value):
-        return binary_op(ADD, a, b, True)
+        return binary_op(op, a, b, True)
     if as_double(b, &c):
-        return unary_op(ADD_CONST, a, c, True)
+        return unary_op(op_with_number, a, c, True)
     return NotImplemented
 
 
-cdef object multiply(Value a, object b):           # a * b
-    cdef double c
-    if isinstance(b, Value):
-        return binary_op(MUL, a, b, True)
-    if as_double(b, &c):
-        return unary_op(MUL_CONST, a, c, True)
-    return NotImplemented
+cdef inline object add(Value a, object b):                 # a + b
+    return primitive(a, b, ADD, ADD_CONST)
 
 
-cdef object raise_to(Value a, object b):           # a ** b
-    cdef double c
-    if isinstance(b, Value):
-        return binary_op(POW, a, b, True)
-    if as_double(b, &c):
-        return unary_op(POW_CONST, a, c, True)
-    return NotImplemented
+cdef inline object multiply(Value a, object b):            # a * b
+    return primitive(a, b, MUL, MUL_CONST)
+
+
+cdef inline object raise_to(Value a, object b):            # a ** b
+    return primitive(a, b, POW, POW_CONST)
 
 
 cdef object negated(object b):                     # -b: b * -1 for a Value, as upstream

@@ -14,19 +14,9 @@ import statistics
 import time
 
 from micrograd_c import engine, moons, upstream
-from micrograd_c.bench.engines import FloatMLP, float_relu
+from micrograd_c.bench.engines import FloatMLP, count_value_nodes, float_relu
 from micrograd_c.engine import Value
 from micrograd_c.nn import MLP
-
-
-def count_nodes(root):
-    seen, todo = set(), [root]
-    while todo:
-        v = todo.pop()
-        if id(v) not in seen:
-            seen.add(id(v))
-            todo.extend(v._prev)
-    return len(seen)
 
 
 def main(argv=None):
@@ -46,7 +36,7 @@ def main(argv=None):
     floats = FloatMLP(2, [16, 16, 1])
     times = {name: ([], [], []) for name in models}
     floor = []
-    nodes = {name: count_nodes(moons.loss(model, X, y, Value, total)[0])
+    nodes = {name: count_value_nodes(moons.loss(model, X, y, Value, total)[0])
              for name, (model, total) in models.items()}
     gc.collect()
     gc.freeze()
