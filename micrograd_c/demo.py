@@ -60,9 +60,8 @@ def speedups(name, baselines, rounds=3):
     timed side by side in alternated rounds (see micrograd_c.bench)."""
     from micrograd_c import bench
 
-    engines, _ = bench.available_engines([name, *baselines])
-    records = {r["engine"]: r for r in bench.measure(
-        bench.Task("train_step", bench.train_step, rounds), engines, tick=lambda: None)}
+    records, _ = bench.side_by_side(bench.Task("train_step", bench.train_step, rounds),
+                                    [name, *baselines])
     return [bench.ratio(records[baseline], records[name]) for baseline in baselines]
 
 

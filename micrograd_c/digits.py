@@ -200,9 +200,8 @@ def speedup_over_rebuilding(rounds=5):
     graph and micrograd_c replaying one, timed side by side in alternated rounds."""
     from micrograd_c import bench
 
-    engines, _ = bench.available_engines(["micrograd_c", "micrograd_c-replay"])
-    records = {r["engine"]: r for r in bench.measure(
-        bench.Task("digits_epoch", bench.digits_epoch, rounds), engines, tick=lambda: None)}
+    records, _ = bench.side_by_side(bench.Task("digits_epoch", bench.digits_epoch, rounds),
+                                    ["micrograd_c", "micrograd_c-replay"])
     rebuilt, replayed = records["micrograd_c"], records["micrograd_c-replay"]
     return replayed["median_s"], rebuilt["median_s"], bench.ratio(rebuilt, replayed)
 
