@@ -4,8 +4,9 @@ Classifies scikit-learn's bundled handwritten digits (1,797 8x8 images, no downl
 MLP(64, [32, 10]) trained by softmax cross-entropy and Adam on batches of 32 (micrograd_c.digits).
 One batch's graph is built once and replayed for every batch: its inputs and one-hot labels are
 leaves, set in place before each forward(). Prints the test accuracy and the time per epoch,
-times a training step side by side against rebuilding the graph every batch (the benchmark's
-method), and saves the confusion matrix and test digits with their predicted labels as a PNG.
+times a training step side by side against rebuilding the graph every batch and against the same
+MLP written as matrix products in numpy and PyTorch (the benchmark's method), and saves the
+confusion matrix and test digits with their predicted labels as a PNG.
 """
 import argparse
 import os
@@ -16,8 +17,10 @@ import numpy as np
 from micrograd_c import digits
 from micrograd_c.optim import Adam
 
-# What a training step is timed on (bench engines): replaying the graph and rebuilding it
+# What a training step is timed on (bench engines): replaying the graph, rebuilding it, and what
+# one would write instead of a scalar engine, with how the last ones are named in the output.
 REPLAYED, REBUILT = "micrograd_c-replay", "micrograd_c"
+INSTEAD = {"numpy": "numpy by hand", "torch-tensors": "PyTorch tensors"}
 ROUNDS = 5
 
 
@@ -34,7 +37,8 @@ def parse(argv):
                         "digits.png)")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="skip the plot")
     parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
-                        help="time rebuilding the graph every batch, side by side")
+                        help="time a step side by side with rebuilding the graph every batch, "
+                             "and with numpy and PyTorch")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be at least 1")
@@ -77,7 +81,7 @@ def time_a_step(rounds=ROUNDS):
     from micrograd_c import bench
 
     task = bench.Task("digits_epoch", bench.digits_epoch, rounds, variant="cross_entropy")
-    return bench.side_by_side(task, [REPLAYED, REBUILT])
+    return bench.side_by_side(task, [REPLAYED, REBUILT, *INSTEAD])
 
 
 def comparison(records, skipped, rounds=ROUNDS):
@@ -85,10 +89,20 @@ def comparison(records, skipped, rounds=ROUNDS):
     from micrograd_c.bench import ratio
 
     replayed, rebuilt = records[REPLAYED], records[REBUILT]
+    instead = []
+    for name, label in INSTEAD.items():
+        if name in skipped:
+            instead.append(f"{label}: {skipped[name]}")
+        elif records[name]["status"] != "ok":
+            instead.append(f"{label}: {records[name]['status']}")
+        else:
+            instead.append(f"{label} {records[name]['median_s'] * 1e3:.2f} ms")
     return [f"replaying the compiled graph is {ratio(rebuilt, replayed):.0f}x faster than "
             f"rebuilding it every batch here ({replayed['median_s'] * 1e3:.2f} vs "
             f"{rebuilt['median_s'] * 1e3:.1f} ms per training step, median of {rounds} "
-            "alternated rounds; full comparison: python -m micrograd_c.bench --workloads "
+            "alternated rounds)",
+            "the same step as matrix products over the batch, timed in the same rounds: "
+            + ", ".join(instead) + " (full comparison: python -m micrograd_c.bench --workloads "
             "digits_epoch)"]
 
 
@@ -157,6 +171,7 @@ def main(argv=None):
     print(f"test accuracy {test_accuracy:.1%} ({len(X_test)} digits), "
           f"{per_epoch * 1e3:.0f} ms per epoch")
     if args.compare:
+        print("timing a training step side by side (a few seconds)...")
         print("\n".join(comparison(*time_a_step())))
     if args.plot:
         try:
