@@ -60,9 +60,8 @@ def speedups(name, baselines, rounds=3):
     timed side by side in alternated rounds (see micrograd_c.bench)."""
     from micrograd_c import bench
 
-    engines, _ = bench.available_engines([name, *baselines])
-    records = {r["engine"]: r for r in bench.measure(
-        bench.Task("train_step", bench.train_step, rounds), engines, tick=lambda: None)}
+    records, _ = bench.side_by_side(bench.Task("train_step", bench.train_step, rounds),
+                                    [name, *baselines])
     return [bench.ratio(records[baseline], records[name]) for baseline in baselines]
 
 
@@ -93,8 +92,8 @@ def plot_decision_boundary(model, X, y, path):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["digits"]:
-        from micrograd_c import digits
-        return digits.main(argv[1:])
+        from micrograd_c import digits_demo
+        return digits_demo.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m micrograd_c.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")

@@ -26,3 +26,14 @@ def test_a_short_run_is_warmed_up_for_warm_up_s_before_each_timed_run(monkeypatc
     assert len(records[0]["times_s"]) == 2
     # the warm-up of the task, then per round: runs for 50 ms, then the timed one
     assert runs[-1] - runs[1] >= 2 * 0.05 and len(runs) > 1 + 2 * 2
+
+
+def test_side_by_side_times_the_engines_that_run_here_and_says_why_not_the_others(monkeypatch):
+    from micrograd_c import upstream
+    monkeypatch.setattr(bench.measuring, "WARM_UP_S", 0.0)
+    monkeypatch.setattr(upstream, "installed", lambda: False)
+    records, skipped = bench.side_by_side(bench.Task("expression", bench.expression, 2),
+                                          ["micrograd_c", "micrograd"])
+    assert list(records) == ["micrograd_c"] and len(records["micrograd_c"]["times_s"]) == 2
+    assert records["micrograd_c"]["status"] == "ok" and records["micrograd_c"]["median_s"] > 0
+    assert skipped == {"micrograd": bench.engines.NOT_UPSTREAM}

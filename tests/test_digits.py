@@ -1,8 +1,7 @@
-"""The digits classifier: it reaches 95% on held-out digits, its replayed steps are the rebuilt
-steps' numbers, and its picture is saved. The oracles: the test labels, rebuilding the graph
-every batch, and a softmax cross-entropy computed by hand."""
+"""The digits classifier: it reaches 95% on held-out digits and its replayed steps are the rebuilt
+steps' numbers. The oracles: the test labels, rebuilding the graph every batch, and a softmax
+cross-entropy computed by hand."""
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -48,28 +47,7 @@ def test_the_batch_loss_is_softmax_cross_entropy():
         top = max(z)
         by_hand.append(top + math.log(sum(math.exp(v - top) for v in z)) - z[label])
     assert loss == pytest.approx(sum(by_hand) / 4, rel=1e-13)
+    assert engine.cross_entropy([0.0, 0.0], 1).data == pytest.approx(math.log(2))
     assert batch.correct(y[:4]) == sum(
         int(np.argmax([v.data for v in model(list(row))]) == label) for row, label in
         zip(X[:4], y[:4]))
-
-
-def test_the_demo_command_trains_and_saves_its_picture(tmp_path, capsys):
-    path = tmp_path / "digits.png"
-    assert digits.main(["--epochs", "3", "--out", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "test accuracy" in out and "ms per epoch" in out and "faster than rebuilding" in out
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_without_scikit_learn_it_names_the_extra(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "sklearn", None)
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    assert digits.main(["--no-plot"]) == 1
-    assert "micrograd_c[demo]" in capsys.readouterr().out
-
-
-def test_bad_arguments():
-    for argv in (["--epochs", "0"], ["--batch-size", "0"], ["--batch-size", "100000"]):
-        with pytest.raises(SystemExit):
-            digits.main(argv)
-    assert engine.cross_entropy([0.0, 0.0], 1).data == pytest.approx(math.log(2))

@@ -272,7 +272,8 @@ def test_random_graphs_match_torch(case):
 
 
 # ---------------------------------------------------------------------------------------------
-# Bad input: the exceptions Python's floats and math raise
+# Python's floats and math as the oracle: bad input raises what they raise; nan, inf, signed zeros
+# and other kinds of numbers give what they give
 
 @pytest.mark.parametrize("make, error", [
     (lambda: Value("abc"), TypeError),
@@ -485,6 +486,21 @@ def test_value_cannot_be_subclassed():
         type("Sub", (Value,), {})
 
 
+def test_star_import_gives_what_upstream_gives():
+    namespace = {}
+    exec("from micrograd_c.engine import *", namespace)
+    assert {k for k in namespace if not k.startswith("__")} == {"Value"}
+
+
+def test_vars_and_weak_references():
+    v = Value(1.0, label="v")
+    v.m = 2
+    assert vars(v) == {"label": "v", "m": 2} and vars(Value(1.0)) == {}
+    import weakref
+    with pytest.raises(TypeError):                  # no weakref slot: see README's differences
+        weakref.ref(v)
+
+
 # -- attributes users add (EurekaLabs' micrograd keeps AdamW moments as p.m, p.v) ---------------
 
 def test_new_attributes_can_be_set_read_and_deleted():
@@ -568,7 +584,7 @@ def test_an_attribute_referring_to_its_own_node_keeps_it_until_deleted():
     assert sys.getrefcount(x) == 2
 
 
-# -- every graph stays acyclic ------------------------------------------------------------------
+# -- every graph stays acyclic: a Value is made once, from children made before it --------------
 
 def test_an_unmade_value_cannot_become_an_operand_or_child():
     a = Value.__new__(Value)
@@ -586,11 +602,58 @@ def test_an_unmade_value_cannot_become_an_operand_or_child():
         a.__init__(1.0, (a * 2,), "c")
 
 
-def test_the_reported_cycle_cannot_be_built():
+def test_a_cycle_through_an_unmade_value_cannot_be_built():
     a = Value.__new__(Value)
     with pytest.raises(ValueError):
         b = a * 2
         a.__init__(1.0, (b,), "c")
+
+
+def test_a_value_cannot_be_remade():
+    # remaking a node could give it its own parent as a child: a cycle the GC can't see
+    a = Value(1.0)
+    b = a * 2 + 1
+    for node in (a, b):
+        with pytest.raises(TypeError):
+            node.__init__(1.0, (b,), "x")
+    assert a._prev == set() and b._op == "+" and a.data == 1.0
+
+
+def test_init_cannot_be_remade_by_code_it_runs():
+    # __float__ or a _children generator runs user code inside __init__; if that code makes the
+    # same node, the outer call must not make it again (freed children, or a cycle)
+    v = Value.__new__(Value)
+
+    class Data:
+        def __float__(self):
+            v.__init__(1.0, (Value(3.0) * 2.0,), "inner")
+            return 2.0
+    with pytest.raises(TypeError, match="remake"):
+        v.__init__(Data(), (), "outer")
+    assert v._op == "inner" and v._children[0].data == 6.0
+
+    w = Value.__new__(Value)
+
+    def children():
+        w.__init__(1.0)
+        yield w * 2.0                      # would make w its own grandchild
+    with pytest.raises(TypeError, match="remake"):
+        w.__init__(0.0, children(), "op")
+    assert w._children == ()
+
+
+# -- internal objects users can reach refuse what would crash -----------------------------------
+
+def test_internal_objects_refuse_what_would_crash():
+    with pytest.raises(TypeError):
+        type(Value(1.0)._backward)(None)
+    with pytest.raises(TypeError):
+        engine._op_code(None)
+    unrecorded = engine.Replay.__new__(engine.Replay)
+    assert "not recorded" in repr(unrecorded)
+    for use in (unrecorded.forward, unrecorded.backward, lambda: unrecorded.nbytes):
+        with pytest.raises(TypeError, match="engine.compile"):
+            use()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -776,17 +839,19 @@ def test_sum_and_dot_work_on_a_snapshot_of_their_input(change):
     assert out.data == 1.0 + 0.0 + 3.0 and len(out._children) == 6
 
 
-def test_a_value_cannot_be_remade():
-    # remaking a node could give it its own parent as a child: a cycle the GC can't see
-    a = Value(1.0)
-    b = a * 2 + 1
-    for node in (a, b):
-        with pytest.raises(TypeError):
-            node.__init__(1.0, (b,), "x")
-    assert a._prev == set() and b._op == "+" and a.data == 1.0
+# ---------------------------------------------------------------------------------------------
+# Bulk operations on lists of Values: zero_grads, copies to and from numpy arrays
+
+def test_zero_grads_zeroes_every_grad_and_takes_only_values():
+    vs = [Value(1.0) for _ in range(5)]
+    (vs[0] * vs[1] + engine.sum(vs)).backward()
+    engine.zero_grads(vs)
+    assert [v.grad for v in vs] == [0.0] * 5
+    with pytest.raises(TypeError):
+        engine.zero_grads([vs[0], 1.0])
 
 
-def test_bulk_copies():
+def test_copies_between_values_and_an_array_move_data_and_grads_and_refuse_mismatches():
     vs = [Value(float(i)) for i in range(5)]
     out = np.zeros(5)
     engine.copy_to_array(vs, out)
@@ -806,65 +871,6 @@ def test_bulk_copies():
         out.resize(1000, refcheck=False)
     with pytest.raises(ValueError):
         engine.copy_to_array(resizing(), out)
-
-
-def test_star_import_gives_what_upstream_gives():
-    namespace = {}
-    exec("from micrograd_c.engine import *", namespace)
-    assert {k for k in namespace if not k.startswith("__")} == {"Value"}
-
-
-def test_vars_and_weak_references():
-    v = Value(1.0, label="v")
-    v.m = 2
-    assert vars(v) == {"label": "v", "m": 2} and vars(Value(1.0)) == {}
-    import weakref
-    with pytest.raises(TypeError):                  # no weakref slot: see README's differences
-        weakref.ref(v)
-
-
-def test_init_cannot_be_remade_by_code_it_runs():
-    # __float__ or a _children generator runs user code inside __init__; if that code makes the
-    # same node, the outer call must not make it again (freed children, or a cycle)
-    v = Value.__new__(Value)
-
-    class Data:
-        def __float__(self):
-            v.__init__(1.0, (Value(3.0) * 2.0,), "inner")
-            return 2.0
-    with pytest.raises(TypeError, match="remake"):
-        v.__init__(Data(), (), "outer")
-    assert v._op == "inner" and v._children[0].data == 6.0
-
-    w = Value.__new__(Value)
-
-    def children():
-        w.__init__(1.0)
-        yield w * 2.0                      # would make w its own grandchild
-    with pytest.raises(TypeError, match="remake"):
-        w.__init__(0.0, children(), "op")
-    assert w._children == ()
-
-
-def test_internal_objects_refuse_what_would_crash():
-    with pytest.raises(TypeError):
-        type(Value(1.0)._backward)(None)
-    with pytest.raises(TypeError):
-        engine._op_code(None)
-    unrecorded = engine.Replay.__new__(engine.Replay)
-    assert "not recorded" in repr(unrecorded)
-    for use in (unrecorded.forward, unrecorded.backward, lambda: unrecorded.nbytes):
-        with pytest.raises(TypeError, match="engine.compile"):
-            use()
-
-
-def test_zero_grads():
-    vs = [Value(1.0) for _ in range(5)]
-    (vs[0] * vs[1] + engine.sum(vs)).backward()
-    engine.zero_grads(vs)
-    assert [v.grad for v in vs] == [0.0] * 5
-    with pytest.raises(TypeError):
-        engine.zero_grads([vs[0], 1.0])
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="a Python class exports a buffer from 3.12")

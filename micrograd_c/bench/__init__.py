@@ -75,7 +75,7 @@ import sys
 import micrograd_c
 from micrograd_c.bench.engines import BUILTIN, Engine, available_engines
 from micrograd_c.bench.measuring import (Task, measure, memory_records, plan, ratio,
-                                         recursion_limit_depth)
+                                         recursion_limit_depth, side_by_side)
 from micrograd_c.bench.plotting import plot
 from micrograd_c.bench.reporting import report
 from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, digits_epoch, expression,
@@ -85,7 +85,7 @@ from micrograd_c.bench.workloads import (WORKLOADS, Unsupported, chain, digits_e
 __all__ = ["BUILTIN", "WORKLOADS", "Engine", "Task", "Unsupported", "available_engines", "chain",
            "digits_epoch", "expression", "fastest_autograd", "grad_graph", "main", "measure",
            "memory_records", "missing", "plan", "plot", "ratio", "recursion_limit_depth", "report",
-           "rogozhnikov_graph", "squared_error", "train_step", "wide_mlp"]
+           "rogozhnikov_graph", "side_by_side", "squared_error", "train_step", "wide_mlp"]
 
 
 class Progress:

@@ -9,6 +9,7 @@ import tracemalloc
 
 import micrograd_c.engine
 
+from micrograd_c.bench.engines import available_engines
 from micrograd_c.bench.workloads import (DIGITS_BATCH, DIGITS_EPOCHS, DIGITS_LOSSES, GRAD_GRAPHS,
                                          Unsupported, chain, digits_data, digits_epoch,
                                          expression, fastest_autograd, grad_graph, train_step,
@@ -224,6 +225,14 @@ def measure(task, engines, tick, failures=None):
         if phase != first:                  # e.g. times_forward: the grad graph / the forward
             record["times_" + first] = ratio(record, records[name, first])
     return list(records.values())
+
+
+def side_by_side(task, names):
+    """Times the built-in engines `names` on `task` with measure()'s method, quietly: for a demo's
+    speed-up line. Returns ({name: record} for those that run here, {name: why not} for the
+    others); a record whose engine failed or can't do the task says so in its status."""
+    engines, skipped = available_engines(names)
+    return {r["engine"]: r for r in measure(task, engines, tick=lambda: None)}, skipped
 
 
 def spread(times):
