@@ -12,9 +12,10 @@ backward() seeds the root with 1 and grads accumulate). Its nodes, op dispatch a
 sweep are C; see micrograd_c/engine.pxd for the node layout and src/ops.pxi for the ops.
 
 Beyond upstream: fused ops of many children, each one node (dot, sum, logsumexp,
-cross_entropy); compile(root), a graph recorded once and replayed from its leaves' current
-data; grad(outputs, inputs, create_graph=False), gradients as Values, to differentiate again;
-bulk copies between Values and numpy arrays (copy_to_array, copy_from_array, zero_grads).
+cross_entropy), and layer(neurons, inputs), a layer of micrograd_c.nn's neurons in one call;
+compile(root), a graph recorded once and replayed from its leaves' current data;
+grad(outputs, inputs, create_graph=False), gradients as Values, to differentiate again; bulk
+operations on lists of Values (copy_to_array, copy_from_array, zero_grads, descend).
 """
 
 cimport cython
