@@ -42,8 +42,10 @@ built and compiled once by engine.compile; a run replays it: on train_step, wide
 fastest_autograd, digits_epoch), micrograd (upstream), micrograd-nogc (upstream with the cyclic
 GC off), torch (0-d float64 tensors, on upstream's nn.py for the MLPs: the same scalar graph),
 floats (plain Python floats, forward only: the floor of any engine whose graph Python rebuilds;
-on fastest_autograd), and any module with micrograd's API given by --engine. Engines that are
-not installed are listed as skipped.
+on train_step, wide_mlp and fastest_autograd), numpy and torch-tensors (the digits MLP written
+by hand as matrix products over the batch, and as torch.nn.Linear layers: what a user would
+pick instead; on digits_epoch), and any module with micrograd's API given by --engine. Engines
+that are not installed are listed as skipped.
 
 Method (these machines are shared and noisy: no absolute time is trusted alone)
 - One warm-up run, then rounds in which every engine runs once, in reversed order every other
