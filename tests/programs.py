@@ -31,16 +31,57 @@ def fsum(items):
     return total
 
 
-class Fused:
-    """How each kind of operand spells the fused ops: floats, Values, upstream, torch."""
+def flogsumexp(items):
+    # engine.logsumexp's order: the largest (nan if any is), then exp(z - largest) added in turn
+    largest = -math.inf
+    for z in items:
+        if math.isnan(z):
+            return z
+        largest = max(largest, z)
+    if math.isinf(largest):
+        return largest
+    return largest + math.log(fsum(math.exp(z - largest) for z in items))
 
-    def __init__(self, dot, sum):
+
+class Fused:
+    """How each kind of operand spells the fused ops: floats, Values, upstream, torch.
+    logsumexp(items) and cross_entropy(items, class index) are for the engines that have them."""
+
+    def __init__(self, dot, sum, logsumexp=None, cross_entropy=None):
         self.dot = dot
         self.sum = sum
+        self.logsumexp = logsumexp
+        self.cross_entropy = cross_entropy
 
 
-FLOAT = Fused(lambda ws, xs, b: fsum([b] + [w * x for w, x in zip(ws, xs)]), fsum)
-OURS = Fused(engine.dot, engine.sum)
+def fcross_entropy(zs, target):
+    # engine.cross_entropy's: lse(z) - z[target] for a class index, else for targets t,
+    # sum(t[i] * (lse(z) - z[i])) added in turn
+    if isinstance(target, int):
+        return flogsumexp(zs) - zs[target]
+    lse = flogsumexp(zs)
+    return fsum(t * (lse - z) for z, t in zip(zs, target))
+
+
+FLOAT = Fused(lambda ws, xs, b: fsum([b] + [w * x for w, x in zip(ws, xs)]), fsum, flogsumexp,
+              fcross_entropy)
+OURS = Fused(engine.dot, engine.sum, engine.logsumexp, engine.cross_entropy)
+
+
+def torch_fused():
+    """The fused ops on 0-d float64 tensors (torch must be installed): dot and sum as sums of
+    tensors, logsumexp and cross_entropy as torch's, on the stacked items."""
+    import torch
+
+    def stack(items):
+        return torch.stack([t if isinstance(t, torch.Tensor) else
+                            torch.tensor(float(t), dtype=torch.float64) for t in items])
+
+    return Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum,
+                 lambda zs: torch.logsumexp(stack(zs), 0),
+                 lambda zs, t: torch.nn.functional.cross_entropy(
+                     stack(zs).unsqueeze(0),
+                     torch.tensor([t]) if isinstance(t, int) else stack(t).unsqueeze(0)))
 BUILTIN = Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum)
 
 # name: (on Values, on floats). x, y are nodes, c a number. The Value side uses only what
@@ -79,6 +120,12 @@ OPS.update({
     "dot_value_bias": (lambda x, y, c, f: f.dot([c, y], [x, y], x),
                        lambda x, y, c: FLOAT.dot([c, y], [x, y], x)),
     "fused_sum": (lambda x, y, c, f: f.sum([x, y, c, x]), lambda x, y, c: fsum([x, y, c, x])),
+    "logsumexp": (lambda x, y, c, f: f.logsumexp([x, y, c]),
+                  lambda x, y, c: flogsumexp([x, y, c])),
+    "cross_entropy": (lambda x, y, c, f: f.cross_entropy([x, c, y], 2),
+                      lambda x, y, c: fcross_entropy([x, c, y], 2)),
+    "cross_entropy_targets": (lambda x, y, c, f: f.cross_entropy([x, y, c], [y, c, x]),
+                              lambda x, y, c: fcross_entropy([x, y, c], [y, c, x])),
 })
 
 

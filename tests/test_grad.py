@@ -13,7 +13,7 @@ from helpers import examples, traced_growth
 from micrograd_c import engine
 from micrograd_c.engine import Value
 from micrograd_c.functional import hessian, hvp
-from programs import OPS, OURS, Fused, programs, run
+from programs import OPS, OURS, programs, run, torch_fused
 
 fuzz = settings(max_examples=examples(100), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -66,8 +66,9 @@ def test_first_second_and_third_derivatives_follow_torch(case):
     xs = nodes[:len(leaves)]
     ts = [torch.tensor(float(x), dtype=torch.float64, requires_grad=True) for x in leaves]
     tvalues = list(ts)
+    fused = torch_fused()
     for op, i, j, c in program:
-        tvalues.append(OPS[op][0](tvalues[i], tvalues[j], c, TORCH))
+        tvalues.append(OPS[op][0](tvalues[i], tvalues[j], c, fused))
     assume(not any(op == "pow_v" and (nodes[j].data in (0.0, 1.0, 2.0) or
                                       tvalues[j].item() in (0.0, 1.0, 2.0))
                    for op, _, j, _ in program))
@@ -79,8 +80,6 @@ def test_first_second_and_third_derivatives_follow_torch(case):
         assume(math.isfinite(t))
         assert abs(d.data - t) <= 1e-10 * max(abs(t), scale), (index, d.data, t)
 
-
-TORCH = Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum)
 
 
 # -- hand-derived ------------------------------------------------------------------------------
