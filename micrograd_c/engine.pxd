@@ -15,15 +15,23 @@ cdef enum Op:
     # kind ends where the next begins (ops.pxi: is_binary, is_unary), so a new op goes at the end
     # of its kind's list.
     #
-    # To add an op (tests/test_ops.py fails, naming the place, until each is done):
-    # 1. its code here, at the end of its kind;
+    # To add an op (tests/test_ops.py fails, naming the place, until 1-6 are done; EXTRA_OPS
+    # and step 7 are not checked):
+    # 1. its code here, at the end of its kind (the replay's op byte holds 32 codes: an import
+    #    check in src/replay.pxi says when they run out);
     # 2. its section in src/ops.pxi (value, error check, derivatives), and its line in each
     #    dispatch there (op_value, op_error if it can raise, op_derivatives; or nary_value and
     #    nary_backprop);
     # 3. its derivatives with Value ops in src/grad.pxi (value_derivatives, or value_backprop);
     # 4. its name in OP_NAMES (src/engine.pyx), and the Value method or function that builds it,
-    #    with its stub in micrograd_c/engine.pyi;
-    # 5. a row in OPS of tests/test_ops.py: how to build it, and its value on floats.
+    #    with its stub in micrograd_c/engine.pyi and its name in Value's docstring and README's
+    #    API table; an op that only gradient graphs make goes in _gradient_op (src/engine.pyx)
+    #    instead of a method;
+    # 5. a row in OPS of tests/test_ops.py: how to build it, and its value on floats;
+    # 6. a row in OPS of tests/programs.py (random graphs for the fuzz, replay and gradient
+    #    tests: on Values, on floats in the engine's order, on torch through Fused for an
+    #    n-ary op), and in EXTRA_OPS of tests/helpers.py (random graphs of tests/test_engine.py);
+    # 7. an activation also goes in engine.layer (src/engine.pyx) and nn.py's Neuron.
     LEAF          # Value(x)
     CUSTOM        # Value(x, _children, _op): children kept for drawing, no gradient (as upstream)
     # binary: children a, b
@@ -54,6 +62,10 @@ cdef enum Op:
     N_OPS
 
 
+# final: no Python subclass (TypeError "not an acceptable base type"). Nodes are carved from
+# slabs of 72-byte Values and freed by dealloc_node without calling Python; a subclass would be
+# a bigger object with a __dict__ and the cyclic GC's header. (The engine's other cdef classes
+# are final too: internal, never meant as bases.)
 @cython.final
 cdef class Value:
     # Invariant: a graph of Values is acyclic. Children exist (are made) before their parent and

@@ -105,6 +105,7 @@ cdef inline int log_error(double a) noexcept nogil:
 cdef inline double log_derivative(double a) noexcept nogil:
     return power(a, -1.0)               # 1 / a, as a ** -1 (upstream's reciprocal: a pow node)
 
+@cython.cdivision(True)                 # by 1 + exp(...): at least 1 (or NaN), never 0
 cdef inline double sigmoid_value(double a) noexcept nogil:
     # 1 / (1 + exp(-a)) without overflow for large -a
     cdef double e
@@ -179,7 +180,7 @@ cdef inline double dot_value(Children children, Py_ssize_t n, double c) noexcept
         total += child_data(children, i) * child_data(children, m + i)
     return total
 
-@cython.cdivision(True)
+@cython.cdivision(True)                 # n // 2 of a size, as in dot_value
 cdef inline void dot_backprop(Children children, Py_ssize_t n, double g) noexcept nogil:
     # d/dw[i] = x[i], d/dx[i] = w[i], d/dbias = 1
     cdef Py_ssize_t i, m = n // 2
@@ -236,7 +237,7 @@ cdef inline void logsumexp_backprop(Children children, Py_ssize_t n, double out,
 # targets t: children z[0..m), t[0..m), and sum(t[i] * (lse(z) - z[i])), with
 # d/dz[i] = sum(t) * softmax(z)[i] - t[i] and d/dt[i] = lse(z) - z[i].
 
-@cython.cdivision(True)
+@cython.cdivision(True)                 # n // 2 of a size, as in dot_value
 cdef inline double cross_entropy_value(Children children, Py_ssize_t n, double c) noexcept nogil:
     cdef Py_ssize_t i, m = n // 2
     cdef double lse, total = 0.0
@@ -247,7 +248,7 @@ cdef inline double cross_entropy_value(Children children, Py_ssize_t n, double c
         total += child_data(children, m + i) * (lse - child_data(children, i))
     return total
 
-@cython.cdivision(True)
+@cython.cdivision(True)                 # n // 2 of a size, as in dot_value
 cdef inline void cross_entropy_backprop(Children children, Py_ssize_t n, double c,
                                         double g) noexcept nogil:
     cdef Py_ssize_t i, m = n // 2

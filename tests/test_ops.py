@@ -8,6 +8,8 @@ import pytest
 
 from micrograd_c import engine
 from micrograd_c.engine import Value
+from programs import OPS as PROGRAM_OPS
+from programs import OURS
 
 # name: (how a node of the op is built from Values a and b, the same on floats)
 OPS = {
@@ -51,6 +53,27 @@ def test_every_op_code_is_listed_here():
     codes = {engine._op_code(build(Value(0.5), Value(0.5))) for build, _ in OPS.values()}
     missing = set(range(engine._N_OPS)) - codes
     assert not missing, f"op codes {missing} have no row in OPS, tests/test_ops.py"
+
+
+def test_every_op_a_user_builds_is_in_the_random_programs():
+    # the fuzz, replay and gradient-graph tests draw their graphs from tests/programs.py
+    def codes(node):
+        seen, todo = set(), [node]
+        while todo:
+            v = todo.pop()
+            seen.add(engine._op_code(v))
+            todo.extend(v._prev)
+        return seen
+
+    def code(name):
+        return engine._op_code(OPS[name][0](Value(0.5), Value(0.5)))
+
+    drawn = set().union(*(codes(on_values(Value(0.5), Value(0.7), 1.5, OURS))
+                          for on_values, _ in PROGRAM_OPS.values()))
+    not_built_by_users = {code(name) for name in ("LEAF", "CUSTOM", "MUL_NO_NAN", "POW_MASK",
+                                                  "STEP")}
+    missing = {name for name in OPS if code(name) not in drawn | not_built_by_users}
+    assert not missing, f"{missing} have no row in OPS, tests/programs.py"
 
 
 @pytest.mark.parametrize("name", OPS)
