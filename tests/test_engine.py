@@ -832,6 +832,13 @@ def test_sum_and_dot_work_on_a_snapshot_of_their_input(change):
     out.backward()
     assert out.data == 1.0 * 2.0 + 3.0 * 2.0 and xs[0].grad == 1.0 + 0.0 + 3.0
 
+    # weights all Values (read in place when nothing can change them), a bias that changes them
+    items = [Value(1.0), Value(2.0), Value(3.0)]
+    first = items[0]
+    out = engine.dot(items, xs, MutatesWhenConverted(0))
+    out.backward()
+    assert out.data == (1.0 + 2.0 + 3.0) * 2.0 and first.grad == 2.0
+
     # weights that are all Values (read in place when the inputs are Values too), with a number
     # among the inputs that changes them
     items = [Value(1.0), Value(2.0), Value(3.0)]
