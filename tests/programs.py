@@ -45,7 +45,8 @@ def flogsumexp(items):
 
 class Fused:
     """How each kind of operand spells the fused ops: floats, Values, upstream, torch.
-    logsumexp(items) and cross_entropy(items, class index) are for the engines that have them."""
+    logsumexp(items) and cross_entropy(items, a class index or one target per item) are for
+    the engines that have them."""
 
     def __init__(self, dot, sum, logsumexp=None, cross_entropy=None):
         self.dot = dot
@@ -66,6 +67,7 @@ def fcross_entropy(zs, target):
 FLOAT = Fused(lambda ws, xs, b: fsum([b] + [w * x for w, x in zip(ws, xs)]), fsum, flogsumexp,
               fcross_entropy)
 OURS = Fused(engine.dot, engine.sum, engine.logsumexp, engine.cross_entropy)
+BUILTIN = Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum)
 
 
 def torch_fused():
@@ -77,12 +79,11 @@ def torch_fused():
         return torch.stack([t if isinstance(t, torch.Tensor) else
                             torch.tensor(float(t), dtype=torch.float64) for t in items])
 
-    return Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum,
-                 lambda zs: torch.logsumexp(stack(zs), 0),
+    return Fused(BUILTIN.dot, BUILTIN.sum, lambda zs: torch.logsumexp(stack(zs), 0),
                  lambda zs, t: torch.nn.functional.cross_entropy(
                      stack(zs).unsqueeze(0),
                      torch.tensor([t]) if isinstance(t, int) else stack(t).unsqueeze(0)))
-BUILTIN = Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum)
+
 
 # name: (on Values, on floats). x, y are nodes, c a number. The Value side uses only what
 # micrograd_c, upstream (for UPSTREAM_OPS) and torch tensors all spell the same way.

@@ -81,7 +81,6 @@ def test_first_second_and_third_derivatives_follow_torch(case):
         assert abs(d.data - t) <= 1e-10 * max(abs(t), scale), (index, d.data, t)
 
 
-
 # -- hand-derived ------------------------------------------------------------------------------
 
 def second(f, x):
