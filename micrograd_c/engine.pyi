@@ -119,6 +119,10 @@ class Replay:
     def _layers(self) -> list[tuple[int, int, int]]:
         """For tests: [(dots, nodes between them, weights per dot)] of each layer found."""
         ...
+    @property
+    def _blocks(self) -> list[tuple[int, int, int]]:
+        """For tests: [(examples, dots per example, weights per dot)] of each block found."""
+        ...
     def forward(self) -> float:
         """Recompute every node from the leaves' current data; returns the root's data."""
         ...

@@ -36,6 +36,12 @@ cdef struct Layer:
     int between
     int m
     bint bias                           # the members have a Value bias, child 2m
+    # Layers with the same weights (one per example of a batch) form a block, computed
+    # together at its first layer (see group_blocks): block_layers[block:block + examples]
+    # are its layers' indices, the first first. examples is 1 for a layer in no block (block
+    # -1), the block's size on its first layer, 0 on the others.
+    int examples
+    int block
 
 
 # Invisible to the cyclic GC, as Values are: its one object field is the root, a Value, which
@@ -74,6 +80,10 @@ cdef class Replay:
     cdef Layer* layers                  # in tape order; see group_layers
     cdef int n_layers
     cdef int* layer_nodes
+    cdef int* block_layers              # see Layer
+    cdef int n_block_layers
+    cdef double* scratch                # a block's weights, inputs and their grads, gathered
+    cdef Py_ssize_t scratch_size
     cdef int* leaves                    # the positions of the LEAF nodes
     cdef Py_ssize_t n_leaves
 
@@ -94,6 +104,8 @@ cdef class Replay:
         PyMem_Free(self.groups)
         PyMem_Free(self.layers)
         PyMem_Free(self.layer_nodes)
+        PyMem_Free(self.block_layers)
+        PyMem_Free(self.scratch)
         PyMem_Free(self.leaves)
 
     def __len__(self):
@@ -111,7 +123,8 @@ cdef class Replay:
         return (self.size * (sizeof(PyObject*) + 1 + 3 * sizeof(double)) +
                 (self.size + 1 + self.first[self.size]) * sizeof(int) +
                 self.n_groups * sizeof(Group) + self.n_leaves * sizeof(int) +
-                self.n_layers * sizeof(Layer) + self.n_layer_nodes() * sizeof(int))
+                self.n_layers * sizeof(Layer) + self.n_layer_nodes() * sizeof(int) +
+                self.n_block_layers * sizeof(int) + self.scratch_size * sizeof(double))
 
     cdef Py_ssize_t n_layer_nodes(self):
         if self.n_layers == 0:
@@ -132,6 +145,13 @@ cdef class Replay:
         self.check_recorded()
         return [(self.layers[i].members, self.layers[i].between, self.layers[i].m)
                 for i in range(self.n_layers)]
+
+    @property
+    def _blocks(self):
+        """For tests: [(examples, dots per example, weights per dot)] of each block found."""
+        self.check_recorded()
+        return [(self.layers[i].examples, self.layers[i].members, self.layers[i].m)
+                for i in range(self.n_layers) if self.layers[i].examples > 1]
 
     cdef Py_ssize_t n_grouped(self):
         cdef Py_ssize_t i, n = 0
@@ -172,9 +192,14 @@ cdef class Replay:
             if ops[i] & IN_LAYER and op == DOT:     # a layer's dots, all at its first
                 layer = &self.layers[next_layer] if next_layer < self.n_layers else NULL
                 if layer != NULL and self.layer_nodes[layer.start] == i:
-                    layer_forward(self, layer, new)
-                    for k in range(layer.start, layer.start + layer.members):
-                        (<Value>nodes[self.layer_nodes[k]]).data = new[self.layer_nodes[k]]
+                    if layer.examples == 1:
+                        layer_forward(self, layer, new)
+                        self.write_data(layer, new)
+                    elif layer.examples > 1:        # a block's layers, all at its first
+                        block_forward(self, layer, new)
+                        for k in range(layer.examples):
+                            self.write_data(&self.layers[self.block_layers[layer.block + k]],
+                                            new)
                     next_layer += 1
                 continue
             k = first[i]
@@ -196,6 +221,11 @@ cdef class Replay:
         self.grads = self.values
         self.values = new
         return new[self.size - 1]
+
+    cdef void write_data(self, const Layer* layer, const double* new) noexcept:
+        cdef Py_ssize_t k
+        for k in range(layer.start, layer.start + layer.members):
+            (<Value>self.nodes[self.layer_nodes[k]]).data = new[self.layer_nodes[k]]
 
     @cython.linetrace(False)            # grads are half-written between its steps
     def backward(self):
@@ -237,7 +267,11 @@ cdef class Replay:
             if ops[i] & IN_LAYER:               # a layer's nodes, all at its last dot
                 layer = &self.layers[next_layer] if next_layer >= 0 else NULL
                 if layer != NULL and self.layer_nodes[layer.start + layer.members - 1] == i:
-                    layer_backward(self, layer)
+                    between_backward(self, layer)
+                    if layer.examples == 1:
+                        layer_backward(self, layer)
+                    elif layer.examples > 1:        # a block's first layer, reached last
+                        block_backward(self, layer)
                     next_layer -= 1
                 continue
             k = first[i]
@@ -256,12 +290,14 @@ cdef class Replay:
         # before it: give them back the last good values.
         cdef Py_ssize_t i, k
         cdef const Layer* layer
+        cdef const Layer* first
         for i in range(failed):
             if has_formula(self.ops[i] & OP_BITS):
                 (<Value>self.nodes[i]).data = self.values[i]
         for i in range(self.n_layers):
             layer = &self.layers[i]
-            if self.layer_nodes[layer.start] < failed:
+            first = layer if layer.block < 0 else &self.layers[self.block_layers[layer.block]]
+            if self.layer_nodes[first.start] < failed:      # computed at its block's first
                 for k in range(layer.start, layer.start + layer.members):
                     (<Value>self.nodes[self.layer_nodes[k]]).data = \
                         self.values[self.layer_nodes[k]]
@@ -296,6 +332,7 @@ cdef Replay compile_tape(object root, bint layers):
     group_duplicates(tape)
     if layers:
         group_layers(tape)
+        group_blocks(tape)
     return tape
 
 
@@ -587,6 +624,8 @@ cdef void group_layers(Replay tape) noexcept:
         layer.start = used
         layer.m = m
         layer.bias = (tape.first[i + 1] - tape.first[i]) % 2
+        layer.examples = 1
+        layer.block = -1
         layer.members = sort_layer_nodes(tape, nodes + used, k - used)
         layer.between = <int>(k - used) - layer.members
         if layer.members >= 2 and layer_valid(tape, layer, nodes, marks):
@@ -702,15 +741,26 @@ cdef void layer_forward(Replay tape, const Layer* layer, double* new) noexcept n
         j += 1
 
 
+cdef void between_backward(Replay tape, const Layer* layer) noexcept nogil:
+    # The nodes between the dots, in the sweep's order (the tape's, from the end); then each
+    # dot's grad is complete.
+    cdef const int* between = tape.layer_nodes + layer.start + layer.members
+    cdef int j, b
+    for j in range(layer.between - 1, -1, -1):
+        b = between[j]
+        node_backprop(tape.ops[b] & OP_BITS, TapeChildren(tape.links + tape.first[b],
+                                                            tape.values, tape.grads),
+                      1, tape.constants[b], tape.values[b], tape.grads[b])
+
+
 cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
-    # The nodes between the dots, then the dots, each in the sweep's order (the tape's, from
-    # the end). Each dot's grad g is then complete. dot_backprop (src/ops.pxi) adds, for each
-    # term, x[i] * g into w[i]'s grad and w[i] * g into x[i]'s, then g into the bias's: here
-    # term i of four dots at a time, so that x[i]'s grad gathers the four in the sweep's order
-    # (held in a register in between), and every weight's and bias's grad its one.
+    # The dots, in the sweep's order (the tape's, from the end), after between_backward.
+    # dot_backprop (src/ops.pxi) adds, for each term, x[i] * g into w[i]'s grad and w[i] * g
+    # into x[i]'s, then g into the bias's: here term i of four dots at a time, so that x[i]'s
+    # grad gathers the four in the sweep's order (held in a register in between), and every
+    # weight's and bias's grad its one.
     cdef const int* dots = tape.layer_nodes + layer.start
-    cdef const int* between = dots + layer.members
-    cdef int m = layer.m, count = layer.members, j, i, b
+    cdef int m = layer.m, count = layer.members, j, i
     cdef const int* x = tape.links + tape.first[dots[0]] + m
     cdef const int* w0
     cdef const int* w1
@@ -719,11 +769,6 @@ cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
     cdef double g0, g1, g2, g3, xi, gx
     cdef double* values = tape.values
     cdef double* grads = tape.grads
-    for j in range(layer.between - 1, -1, -1):
-        b = between[j]
-        node_backprop(tape.ops[b] & OP_BITS, TapeChildren(tape.links + tape.first[b], values,
-                                                            grads),
-                      1, tape.constants[b], values[b], grads[b])
     j = count - 1
     while j >= 3:
         g0 = grads[dots[j]]
@@ -763,3 +808,335 @@ cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
 cdef inline bint tiny(double g) noexcept nogil:
     # a grad times_grad (src/floats.pxi) multiplies without the hardware's multiplication
     return fabs(g) < 2.004168360008973e-292 and g != 0.0
+
+
+# -- blocks: a layer's dots for every example of a batch ----------------------------------------
+# The examples of a batch go through the same layers: each example's layer (above) has the same
+# weights. group_blocks makes a block of such layers, and it is computed at its first layer,
+# two examples and four neurons side by side: eight sums, each adding its own terms in its own
+# order, from six loads per eight terms, with the weights and inputs gathered (no index loads
+# per term). A block needs, on top of what each of its layers needs:
+# - forward() computes every example's dots at the block's first dot: each example's inputs come
+#   before it on the tape (true of a first layer, whose inputs are leaves; not of a second,
+#   whose inputs are the first's activations, computed in between);
+# - backward() runs each layer's nodes between at the layer's last dot, as before (then its
+#   dots' grads are complete), and every example's dots when it reaches the block's first layer:
+#   so no other node between the block's first dot and its last may have a child whose grad the
+#   block adds to (a weight, a bias, an input), and the examples' inputs are distinct and are not
+#   weights. Each such grad then gathers the block's contributions in the sweep's order: a
+#   weight's from the examples from the last to the first, an input's from the neurons from the
+#   last to the first.
+# A block costs 4 bytes per layer in it; one scratch array, as big as the biggest block's
+# weights and inputs twice over, serves every block.
+
+cdef inline const int* dot_links(Replay tape, const Layer* layer, int j) noexcept nogil:
+    # the links of a layer's dot j: its m weights, its m inputs, then its bias if a Value
+    return tape.links + tape.first[tape.layer_nodes[layer.start + j]]
+
+
+cdef inline const Layer* block_layer(Replay tape, const Layer* first, int e) noexcept nogil:
+    return &tape.layers[tape.block_layers[first.block + e]]
+
+
+cdef bint same_weights(Replay tape, const Layer* a, const Layer* b) noexcept:
+    cdef int j, m = a.m
+    cdef const int* wa
+    cdef const int* wb
+    if m != b.m or a.bias != b.bias or a.members != b.members:
+        return False
+    for j in range(a.members):
+        wa = dot_links(tape, a, j)
+        wb = dot_links(tape, b, j)
+        if memcmp(wa, wb, m * sizeof(int)) != 0 or a.bias and wa[2 * m] != wb[2 * m]:
+            return False
+    return True
+
+
+cdef void group_blocks(Replay tape) noexcept:
+    # An optimisation, as group_layers. Candidates for a layer's block are the later layers
+    # whose first dot has the same first weight (a list per weight: next_with[]).
+    cdef int n = tape.n_layers, a, b, count, used = 0, k
+    cdef Py_ssize_t scratch = 0
+    cdef Layer* first
+    if n < 2:
+        return
+    cdef char* marks = <char*>PyMem_Calloc(tape.size, 1)
+    cdef int* head = <int*>PyMem_Malloc(tape.size * sizeof(int))
+    cdef int* next_with = <int*>PyMem_Malloc(n * sizeof(int))
+    cdef int* chosen = <int*>PyMem_Malloc(n * sizeof(int))
+    cdef int* block_layers = <int*>PyMem_Malloc(n * sizeof(int))
+    if marks == NULL or head == NULL or next_with == NULL or chosen == NULL or \
+            block_layers == NULL:
+        PyMem_Free(marks)
+        PyMem_Free(head)
+        PyMem_Free(next_with)
+        PyMem_Free(chosen)
+        PyMem_Free(block_layers)
+        return
+    for k in range(tape.size):
+        head[k] = -1
+    for a in range(n - 1, -1, -1):      # each list in tape order
+        k = dot_links(tape, &tape.layers[a], 0)[0]
+        next_with[a] = head[k]
+        head[k] = a
+    for a in range(n):
+        first = &tape.layers[a]
+        if first.block >= 0:
+            continue
+        count = 0
+        b = a
+        while b >= 0:
+            if tape.layers[b].block < 0 and same_weights(tape, first, &tape.layers[b]):
+                chosen[count] = b
+                count += 1
+            b = next_with[b]
+        if count < 2 or not block_valid(tape, chosen, count, marks):
+            continue
+        for k in range(count):
+            tape.layers[chosen[k]].block = used
+            tape.layers[chosen[k]].examples = 0
+            block_layers[used + k] = chosen[k]
+        first.examples = count
+        used += count
+        scratch = max(scratch, 2 * (<Py_ssize_t>first.members + count) * first.m)
+    PyMem_Free(marks)
+    PyMem_Free(head)
+    PyMem_Free(next_with)
+    PyMem_Free(chosen)
+    tape.scratch = <double*>PyMem_Malloc(scratch * sizeof(double)) if used else NULL
+    if tape.scratch == NULL:            # no block, or no memory for one: every layer alone
+        PyMem_Free(block_layers)
+        for a in range(n):
+            tape.layers[a].examples = 1
+            tape.layers[a].block = -1
+        return
+    tape.block_layers = block_layers
+    tape.n_block_layers = used
+    tape.scratch_size = scratch
+
+
+cdef bint block_valid(Replay tape, const int* chosen, int count, char* marks) noexcept:
+    # What a block needs (above) of layers with the same weights, chosen[] in tape order.
+    # marks: 1 for the grads the block adds to, 2 for the block's own nodes; cleared after.
+    cdef const Layer* first = &tape.layers[chosen[0]]
+    cdef const Layer* layer
+    cdef const Layer* last = &tape.layers[chosen[count - 1]]
+    cdef int m = first.m, i, j, k, start = tape.layer_nodes[first.start]
+    cdef int end = tape.layer_nodes[last.start + last.members - 1]
+    cdef const int* w
+    cdef const int* x
+    cdef bint valid = True
+    for j in range(first.members):      # weights and biases, each once (layer_valid)
+        w = dot_links(tape, first, j)
+        for i in range(m + first.bias):
+            marks[w[i] if i < m else w[2 * m]] = 1
+    for k in range(count):
+        layer = &tape.layers[chosen[k]]
+        x = dot_links(tape, layer, 0) + m
+        for i in range(m):              # inputs before the block, each once in the block
+            valid &= marks[x[i]] == 0 and x[i] < start
+            marks[x[i]] = 1
+    for k in range(count):
+        layer = &tape.layers[chosen[k]]
+        for j in range(layer.start, layer.start + layer.members + layer.between):
+            marks[tape.layer_nodes[j]] = 2
+    for i in range(start, end + 1):     # nothing else in between adds to the block's grads
+        if marks[i] == 2:
+            continue
+        for j in range(tape.first[i], tape.first[i + 1] - (tape.ops[i] & GROUPED != 0)):
+            valid &= marks[tape.links[j]] != 1
+    for k in range(count):              # the marks cleared for the next block
+        layer = &tape.layers[chosen[k]]
+        for j in range(layer.start, layer.start + layer.members + layer.between):
+            marks[tape.layer_nodes[j]] = 0
+        for j in range(layer.members):
+            w = dot_links(tape, layer, j)
+            for i in range(2 * m + layer.bias):
+                marks[w[i]] = 0
+    return valid
+
+
+cdef void gather(double* out, const double* source, const int* index, int n) noexcept nogil:
+    cdef int i
+    for i in range(n):
+        out[i] = source[index[i]]
+
+
+cdef void scatter(double* target, const int* index, const double* source, int n) noexcept nogil:
+    cdef int i
+    for i in range(n):
+        target[index[i]] = source[i]
+
+
+cdef inline double dot_start(Replay tape, const Layer* layer, int j,
+                             const double* new) noexcept nogil:
+    # what dot_value starts its sum from: the bias, a Value's or the number
+    cdef int dot = tape.layer_nodes[layer.start + j]
+    return new[tape.links[tape.first[dot + 1] - 1]] if layer.bias else tape.constants[dot]
+
+
+cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept nogil:
+    # Every example's dots, as dot_value computes each: dot (e, n) = its bias, then
+    # + W[n][i] * X[e][i] in turn, two examples and four neurons at a time.
+    cdef int E = first.examples, N = first.members, m = first.m, e, n, i
+    cdef const Layer* l0
+    cdef const Layer* l1
+    cdef double* W = tape.scratch
+    cdef double* X = W + N * m
+    cdef const double* w0
+    cdef const double* w1
+    cdef const double* w2
+    cdef const double* w3
+    cdef const double* x0
+    cdef const double* x1
+    cdef double a00, a01, a02, a03, a10, a11, a12, a13, x0i, x1i
+    for n in range(N):
+        gather(W + n * m, new, dot_links(tape, first, n), m)
+    for e in range(E):
+        gather(X + e * m, new, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
+    for e in range(0, E - 1, 2):
+        l0 = block_layer(tape, first, e)
+        l1 = block_layer(tape, first, e + 1)
+        x0 = X + e * m
+        x1 = x0 + m
+        n = 0
+        while n + 4 <= N:
+            w0 = W + n * m
+            w1 = w0 + m
+            w2 = w1 + m
+            w3 = w2 + m
+            a00 = dot_start(tape, l0, n, new)
+            a01 = dot_start(tape, l0, n + 1, new)
+            a02 = dot_start(tape, l0, n + 2, new)
+            a03 = dot_start(tape, l0, n + 3, new)
+            a10 = dot_start(tape, l1, n, new)
+            a11 = dot_start(tape, l1, n + 1, new)
+            a12 = dot_start(tape, l1, n + 2, new)
+            a13 = dot_start(tape, l1, n + 3, new)
+            for i in range(m):
+                x0i = x0[i]
+                x1i = x1[i]
+                a00 += w0[i] * x0i
+                a10 += w0[i] * x1i
+                a01 += w1[i] * x0i
+                a11 += w1[i] * x1i
+                a02 += w2[i] * x0i
+                a12 += w2[i] * x1i
+                a03 += w3[i] * x0i
+                a13 += w3[i] * x1i
+            new[tape.layer_nodes[l0.start + n]] = a00
+            new[tape.layer_nodes[l0.start + n + 1]] = a01
+            new[tape.layer_nodes[l0.start + n + 2]] = a02
+            new[tape.layer_nodes[l0.start + n + 3]] = a03
+            new[tape.layer_nodes[l1.start + n]] = a10
+            new[tape.layer_nodes[l1.start + n + 1]] = a11
+            new[tape.layer_nodes[l1.start + n + 2]] = a12
+            new[tape.layer_nodes[l1.start + n + 3]] = a13
+            n += 4
+        while n < N:
+            w0 = W + n * m
+            a00 = dot_start(tape, l0, n, new)
+            a10 = dot_start(tape, l1, n, new)
+            for i in range(m):
+                a00 += w0[i] * x0[i]
+                a10 += w0[i] * x1[i]
+            new[tape.layer_nodes[l0.start + n]] = a00
+            new[tape.layer_nodes[l1.start + n]] = a10
+            n += 1
+    if E % 2:
+        layer_forward(tape, block_layer(tape, first, E - 1), new)
+
+
+cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
+    # Every example's dots, after each layer's between_backward, as layer_backward would do
+    # them one layer at a time from the last: weights' grads gather the examples from the last
+    # to the first, inputs' grads the neurons from the last to the first. Two examples and four
+    # neurons at a time, on the weights, inputs and their grads gathered.
+    cdef int E = first.examples, N = first.members, m = first.m, P = E - E % 2, e, n, i
+    cdef const Layer* l0
+    cdef const Layer* l1
+    cdef double* values = tape.values
+    cdef double* grads = tape.grads
+    cdef double* W = tape.scratch
+    cdef double* GW = W + N * m
+    cdef double* X = GW + N * m
+    cdef double* GX = X + E * m
+    cdef const double* x0
+    cdef const double* x1
+    cdef double* gx0
+    cdef double* gx1
+    cdef double g0, g1, g00, g01, g02, g03, g10, g11, g12, g13, x0i, x1i, h0, h1, t
+    for e in range(E):
+        l0 = block_layer(tape, first, e)
+        for n in range(N):
+            if tiny(grads[tape.layer_nodes[l0.start + n]]):     # times_grad's slow path:
+                for e in range(E - 1, -1, -1):                   # a layer at a time
+                    layer_backward(tape, block_layer(tape, first, e))
+                return
+    if E % 2:                           # the last example, which the sweep reaches first
+        layer_backward(tape, block_layer(tape, first, E - 1))
+    for n in range(N):
+        gather(W + n * m, values, dot_links(tape, first, n), m)
+        gather(GW + n * m, grads, dot_links(tape, first, n), m)
+    for e in range(P):
+        gather(X + e * m, values, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
+        gather(GX + e * m, grads, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
+    for e in range(P - 2, -1, -2):      # the later example of each pair first
+        l0 = block_layer(tape, first, e)
+        l1 = block_layer(tape, first, e + 1)
+        x0 = X + e * m
+        x1 = x0 + m
+        gx0 = GX + e * m
+        gx1 = gx0 + m
+        n = N
+        while n % 4:                    # the last neurons first, one at a time
+            n -= 1
+            g0 = grads[tape.layer_nodes[l0.start + n]]
+            g1 = grads[tape.layer_nodes[l1.start + n]]
+            for i in range(m):
+                t = GW[n * m + i] + x1[i] * g1
+                GW[n * m + i] = t + x0[i] * g0
+                gx1[i] += W[n * m + i] * g1
+                gx0[i] += W[n * m + i] * g0
+        while n:
+            n -= 4
+            g13 = grads[tape.layer_nodes[l1.start + n + 3]]
+            g12 = grads[tape.layer_nodes[l1.start + n + 2]]
+            g11 = grads[tape.layer_nodes[l1.start + n + 1]]
+            g10 = grads[tape.layer_nodes[l1.start + n]]
+            g03 = grads[tape.layer_nodes[l0.start + n + 3]]
+            g02 = grads[tape.layer_nodes[l0.start + n + 2]]
+            g01 = grads[tape.layer_nodes[l0.start + n + 1]]
+            g00 = grads[tape.layer_nodes[l0.start + n]]
+            for i in range(m):
+                x0i = x0[i]
+                x1i = x1[i]
+                h0 = gx0[i]
+                h1 = gx1[i]
+                t = GW[(n + 3) * m + i] + x1i * g13
+                GW[(n + 3) * m + i] = t + x0i * g03
+                h1 += W[(n + 3) * m + i] * g13
+                h0 += W[(n + 3) * m + i] * g03
+                t = GW[(n + 2) * m + i] + x1i * g12
+                GW[(n + 2) * m + i] = t + x0i * g02
+                h1 += W[(n + 2) * m + i] * g12
+                h0 += W[(n + 2) * m + i] * g02
+                t = GW[(n + 1) * m + i] + x1i * g11
+                GW[(n + 1) * m + i] = t + x0i * g01
+                h1 += W[(n + 1) * m + i] * g11
+                h0 += W[(n + 1) * m + i] * g01
+                t = GW[n * m + i] + x1i * g10
+                GW[n * m + i] = t + x0i * g00
+                h1 += W[n * m + i] * g10
+                h0 += W[n * m + i] * g00
+                gx0[i] = h0
+                gx1[i] = h1
+    for n in range(N):
+        scatter(grads, dot_links(tape, first, n), GW + n * m, m)
+    for e in range(P):
+        scatter(grads, dot_links(tape, block_layer(tape, first, e), 0) + m, GX + e * m, m)
+    if first.bias:                      # each bias's grad, from the last example to the first
+        for n in range(N):
+            for e in range(P - 1, -1, -1):
+                grads[dot_links(tape, first, n)[2 * m]] += \
+                    grads[tape.layer_nodes[block_layer(tape, first, e).start + n]]

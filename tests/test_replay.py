@@ -303,10 +303,13 @@ def test_state_per_node_is_small():
     loss, _ = moons.loss(model, X, y, Value, engine.sum)
     step = engine.compile(loss)
     links = sum(len(n._children) if n._op not in ("",) else 0 for n in walk(loss))
-    layers = step._layers                           # 24 bytes each, 4 per node in one
+    layers = step._layers                           # 32 bytes each, 4 per node in one
     assert len(layers) == 200
-    assert step.nbytes <= 40 * len(step) + 4 * links + 64 + sum(24 + 4 * (dots + between)
-                                                                 for dots, between, _ in layers)
+    blocks = step._blocks                           # 4 bytes per layer, and a scratch array
+    assert blocks == [(100, 16, 2)]                 # for a block's weights, inputs and grads
+    assert step.nbytes <= (40 * len(step) + 4 * links + 64 +
+                           sum(32 + 4 * (dots + between) for dots, between, _ in layers) +
+                           sum(4 * n + 16 * (n + dots) * m for n, dots, m in blocks))
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     again = engine.compile(loss)
@@ -390,6 +393,90 @@ def test_layers_replay_the_bits_of_a_rebuilt_graph(case):
     step.backward()
     rebuilt.backward()
     replay_matches_rebuilding(root, rebuilt)
+
+
+# -- blocks: a layer's dots for every example of a batch -------------------------------------
+
+FLAWS = ["shared input", "weight as input", "reads a weight", "late input"]
+
+
+@st.composite
+def batch_graphs(draw):
+    """A layer of dots with the same weights for each example of a batch, as a network's first
+    layer, with what can break computing the examples together drawn in now and then (FLAWS):
+    an input shared by two examples, an input that is a weight, a node between the examples'
+    layers reading a weight, an input made from the first example's outputs; number or Value
+    biases, activations, tiny grads."""
+    m = draw(st.integers(1, 6))
+    n_dots = draw(st.integers(1, 9))
+    n_examples = draw(st.integers(1, 5))
+    shape = (m, n_dots, n_examples, draw(st.sampled_from(["none", "number", "value"])),
+             draw(st.sampled_from(["relu", "tanh", "none"])),
+             draw(st.sampled_from([None] * 4 + FLAWS)),
+             draw(st.sampled_from([1.0, 1.0, 1e-300, 1e-160])))    # tiny: times_grad's path
+    size = n_dots * (m + 1) + n_examples * m
+    values = st.lists(st.floats(-2, 2, allow_subnormal=False), min_size=size, max_size=size)
+    return draw(values), shape, draw(values)
+
+
+def build_batch_graph(pool, shape):
+    m, n_dots, n_examples, bias, activation, flaw, scale = shape
+    leaves = [Value(x) for x in pool]
+    weights = [leaves[d * m:(d + 1) * m] for d in range(n_dots)]
+    biases = leaves[n_dots * m:n_dots * (m + 1)]
+    inputs = [leaves[n_dots * (m + 1) + e * m:n_dots * (m + 1) + (e + 1) * m]
+              for e in range(n_examples)]
+    if flaw == "shared input" and n_examples > 1:
+        inputs[-1][0] = inputs[0][0]
+    elif flaw == "weight as input":
+        inputs[-1][0] = weights[0][0]
+    outs = []
+    for e, xs in enumerate(inputs):
+        if flaw == "late input" and outs:
+            xs = [xs[0] * outs[0]] + xs[1:]
+        layer = []
+        for d in range(n_dots):
+            b = biases[d] if bias == "value" else 0.5 + d if bias == "number" else None
+            out = engine.dot(weights[d], xs, b)
+            layer.append(out.relu() if activation == "relu" else
+                         out.tanh() if activation == "tanh" else out)
+        total = engine.sum(layer)
+        if flaw == "reads a weight":
+            total = total * weights[-1][-1]
+        outs.append(total)
+    return leaves, engine.sum(outs) * scale
+
+
+@fuzz
+@given(batch_graphs())
+def test_blocks_replay_the_bits_of_a_rebuilt_graph(case):
+    pool, shape, new = case
+    m, n_dots, n_examples, _, _, flaw, _ = shape
+    leaves, root = build_batch_graph(pool, shape)
+    step = engine.compile(root)
+    if n_examples > 1 and n_dots > 1:       # every example's layer in one block, but where a
+        whole = (n_examples, n_dots, m)     # flaw forbids it (the examples after it may be one)
+        assert step._blocks == [whole] if flaw is None else whole not in step._blocks
+    for leaf, x in zip(leaves, new):
+        leaf.data, leaf.grad = x, 0.0
+    _, rebuilt = build_batch_graph(new, shape)
+    assert bits(step.forward()) == bits(rebuilt.data)
+    step.backward()
+    rebuilt.backward()
+    replay_matches_rebuilding(root, rebuilt)
+
+
+def test_blocks_form_for_a_batch_through_a_networks_first_layer():
+    random.seed(0)
+    model = MLP(3, [4, 4, 1])
+    X = [[0.5, -1.0, 2.0], [1.5, 0.2, -0.3], [0.1, 0.2, 0.3]]
+    loss = engine.sum([model([Value(x) for x in row]) for row in X])
+    # the second layer's inputs are the first's activations, made between the examples' first
+    # layers: only the first layer's dots are computed for every example together
+    assert engine.compile(loss)._blocks == [(3, 4, 3)]
+    # numbers as inputs become leaves of their own; rebuilt in place, they are the same
+    assert engine.compile(engine.sum([model(row) for row in X]))._blocks == [(3, 4, 3)]
+    assert engine._compile_without_layers(loss)._blocks == []
 
 
 def test_layers_form_where_a_networks_neurons_are_and_nowhere_else():
