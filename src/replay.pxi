@@ -85,6 +85,7 @@ cdef class Replay:
     cdef double* scratch                # a block's weights, inputs and their grads, gathered
     cdef Py_ssize_t scratch_size
     cdef int* leaves                    # the positions of the LEAF nodes
+    cdef Py_ssize_t n_plain             # the tape's first nodes, those without children
     cdef Py_ssize_t n_leaves
 
     def __cinit__(self):
@@ -184,7 +185,9 @@ cdef class Replay:
         cdef const unsigned char* ops = self.ops
         cdef const double* constants = self.constants
         cdef PyObject** nodes = self.nodes
-        for i in range(self.size):
+        for i in range(self.n_plain):
+            new[i] = (<Value>nodes[i]).data
+        for i in range(self.n_plain, self.size):
             op = ops[i] & OP_BITS
             if not has_formula(op):
                 new[i] = (<Value>nodes[i]).data
@@ -259,7 +262,7 @@ cdef class Replay:
         cdef const unsigned char* ops = self.ops
         cdef const double* constants = self.constants
         cdef PyObject** nodes = self.nodes
-        for i in range(self.size - 1, -1, -1):
+        for i in range(self.size - 1, self.n_plain - 1, -1):
             g = grads[i]
             if write_back:
                 (<Value>nodes[i]).grad = g
@@ -284,6 +287,9 @@ cdef class Replay:
                 send(children, group.which, group.da, group.db, g)
             else:
                 node_backprop(op, children, first[i + 1] - k, constants[i], values[i], g)
+        if write_back:                          # the nodes without children: nothing to send
+            for i in range(self.n_plain):
+                (<Value>nodes[i]).grad = grads[i]
 
     cdef void undo_forward(self, Py_ssize_t failed) noexcept:
         # The nodes before `failed` got new data, and so did every dot of a layer that begins
@@ -350,7 +356,7 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         release_storage(&order)         # it cleared the marks; the array it filled is ours
         raise
     try:
-        leaves_first(&order)
+        tape.n_plain = leaves_first(&order)
         for i in range(order.size):
             node = <Value>order.items[i]
             links += tape_links(node)
@@ -413,23 +419,25 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
     return tape
 
 
-cdef int leaves_first(PtrStack* order) except -1:
+cdef Py_ssize_t leaves_first(PtrStack* order) except -1:
     # Puts the nodes without children first, keeping the order within each part: still a
     # topological order, and every interior node comes after every leaf, so a layer of dot
-    # nodes (group_layers) finds all its weights read before it.
+    # nodes (group_layers) finds all its weights read before it, and the passes read and
+    # write the leaves in a loop of their own. Returns how many leaves.
     cdef PyObject** sorted_items = <PyObject**>allocate(order.size * sizeof(PyObject*))
-    cdef Py_ssize_t i, k = 0
+    cdef Py_ssize_t i, k = 0, leaves
     for i in range(order.size):
         if is_leaf(<Value>order.items[i]):
             sorted_items[k] = order.items[i]
             k += 1
+    leaves = k
     for i in range(order.size):
         if not is_leaf(<Value>order.items[i]):
             sorted_items[k] = order.items[i]
             k += 1
     memcpy(order.items, sorted_items, order.size * sizeof(PyObject*))
     PyMem_Free(sorted_items)
-    return 0
+    return leaves
 
 
 cdef inline bint is_leaf(Value node) noexcept:
