@@ -10,6 +10,9 @@ tracing (for coverage and profilers), no optimisation, debug information, and an
 HTML of the C next to each .pyx (src/engine.html) showing where Python is called. Release
 builds carry no debug information: it was 77% of the wheel users download (1,085 KB with
 it, 245 KB without, manylinux x86-64).
+
+MICROGRAD_C_SCALAR=1 builds the replay's block kernels (src/replay.pxi) in plain C where they
+would use the target's two-double vector instructions: the same bits, slower. CI tests both.
 """
 import os
 import platform
@@ -21,6 +24,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("MICROGRAD_C_DEBUG", "") not in ("", "0")
+SCALAR = os.environ.get("MICROGRAD_C_SCALAR", "") not in ("", "0")
 
 # Set once, here, for every module. cdivision stays off: x / 0 must raise as in Python.
 directives = {
@@ -84,6 +88,8 @@ def pow_is_correctly_bounded():
 macros = [("MICROGRAD_C_POW_IS_CORRECTLY_BOUNDED", "1" if pow_is_correctly_bounded() else "0")]
 if DEBUG:
     macros.append(("CYTHON_TRACE", "1"))
+if SCALAR:
+    macros.append(("MICROGRAD_C_SCALAR", "1"))
 
 # Linked against libm by name, as CPython is: an extension that leaves exp, log and pow undefined
 # and unversioned is bound to their oldest versions, which in glibc are the SVID compatibility

@@ -837,6 +837,130 @@ cdef inline bint tiny(double g) noexcept nogil:
 # A block costs 4 bytes per layer in it; one scratch array, as big as the biggest block's
 # weights and inputs twice over, serves every block.
 
+# The two kernels that do a block's arithmetic, in C: vector code on two doubles side by side
+# where every CPU of the build's target has it (SSE2 on x86-64, NEON on aarch64), unless the
+# build defines MICROGRAD_C_SCALAR (setup.py: MICROGRAD_C_SCALAR=1); plain C otherwise. Each
+# lane of a vector operation is the scalar operation on that lane's numbers, rounded alike (no
+# FMA: setup.py's -ffp-contract=off), so both give the same bits; CI tests both builds.
+cdef extern from *:
+    """
+    #if !defined(MICROGRAD_C_SCALAR) && (defined(__SSE2__) || defined(_M_X64))
+    #include <emmintrin.h>
+    #define MICROGRAD_C_VECTOR 1
+    typedef __m128d micrograd_c_pair;
+    #define MICROGRAD_C_LOAD _mm_loadu_pd
+    #define MICROGRAD_C_STORE _mm_storeu_pd
+    #define MICROGRAD_C_ADD _mm_add_pd
+    #define MICROGRAD_C_MUL _mm_mul_pd
+    #define MICROGRAD_C_SPLAT _mm_set1_pd
+    #elif !defined(MICROGRAD_C_SCALAR) && (defined(__aarch64__) || defined(_M_ARM64))
+    #include <arm_neon.h>
+    #define MICROGRAD_C_VECTOR 1
+    typedef float64x2_t micrograd_c_pair;
+    #define MICROGRAD_C_LOAD vld1q_f64
+    #define MICROGRAD_C_STORE vst1q_f64
+    #define MICROGRAD_C_ADD vaddq_f64
+    #define MICROGRAD_C_MUL vmulq_f64
+    #define MICROGRAD_C_SPLAT vdupq_n_f64
+    #else
+    #define MICROGRAD_C_VECTOR 0
+    #endif
+
+    /* Four examples by four neurons, forward: for i in turn, a[4 e + k] += w[k][i] * x[e][i],
+       where w[k][i] is w4[4 i + k] and x[e][i] is x[e m + i]. Vectors hold neurons k, k + 1. */
+    static void micrograd_c_four_by_four_forward(int m, const double* w4, const double* x,
+                                                 double* a)
+    {
+        int i;
+    #if MICROGRAD_C_VECTOR
+        micrograd_c_pair a0 = MICROGRAD_C_LOAD(a), b0 = MICROGRAD_C_LOAD(a + 2),
+                         a1 = MICROGRAD_C_LOAD(a + 4), b1 = MICROGRAD_C_LOAD(a + 6),
+                         a2 = MICROGRAD_C_LOAD(a + 8), b2 = MICROGRAD_C_LOAD(a + 10),
+                         a3 = MICROGRAD_C_LOAD(a + 12), b3 = MICROGRAD_C_LOAD(a + 14), w01, w23, s;
+        for (i = 0; i < m; i++) {
+            w01 = MICROGRAD_C_LOAD(w4 + 4 * i);
+            w23 = MICROGRAD_C_LOAD(w4 + 4 * i + 2);
+            s = MICROGRAD_C_SPLAT(x[i]);
+            a0 = MICROGRAD_C_ADD(a0, MICROGRAD_C_MUL(w01, s));
+            b0 = MICROGRAD_C_ADD(b0, MICROGRAD_C_MUL(w23, s));
+            s = MICROGRAD_C_SPLAT(x[m + i]);
+            a1 = MICROGRAD_C_ADD(a1, MICROGRAD_C_MUL(w01, s));
+            b1 = MICROGRAD_C_ADD(b1, MICROGRAD_C_MUL(w23, s));
+            s = MICROGRAD_C_SPLAT(x[2 * m + i]);
+            a2 = MICROGRAD_C_ADD(a2, MICROGRAD_C_MUL(w01, s));
+            b2 = MICROGRAD_C_ADD(b2, MICROGRAD_C_MUL(w23, s));
+            s = MICROGRAD_C_SPLAT(x[3 * m + i]);
+            a3 = MICROGRAD_C_ADD(a3, MICROGRAD_C_MUL(w01, s));
+            b3 = MICROGRAD_C_ADD(b3, MICROGRAD_C_MUL(w23, s));
+        }
+        MICROGRAD_C_STORE(a, a0); MICROGRAD_C_STORE(a + 2, b0);
+        MICROGRAD_C_STORE(a + 4, a1); MICROGRAD_C_STORE(a + 6, b1);
+        MICROGRAD_C_STORE(a + 8, a2); MICROGRAD_C_STORE(a + 10, b2);
+        MICROGRAD_C_STORE(a + 12, a3); MICROGRAD_C_STORE(a + 14, b3);
+    #else
+        int k;
+        for (i = 0; i < m; i++)
+            for (k = 0; k < 16; k++)
+                a[k] += w4[4 * i + k % 4] * x[(k / 4) * m + i];
+    #endif
+    }
+
+    /* Two examples by four neurons, backward, as dot_backprop does each dot, the later example
+       (inputs x + m, their grads gx + m, its dots' grads g[4..7]) before the earlier (x, gx,
+       g[0..3]) and neuron 3 before neuron 0 (rows of w and gw, m apart): for k from 3 to 0,
+       gw[k][i] += x1[i] g1[k], then += x0[i] g0[k]; gx1[i] += w[k][i] g1[k], gx0[i] likewise.
+       Vectors hold terms i, i + 1: every operation is elementwise over i. */
+    #define MICROGRAD_C_TERM(k)                                                         \
+        t = gw[k * m + i] + x[m + i] * g[4 + k];                                        \
+        gw[k * m + i] = t + x[i] * g[k];                                                \
+        h1 += w[k * m + i] * g[4 + k];                                                  \
+        h0 += w[k * m + i] * g[k];
+    #define MICROGRAD_C_TERMS(k)                                                        \
+        u = MICROGRAD_C_ADD(MICROGRAD_C_LOAD(gw + k * m + i), MICROGRAD_C_MUL(x1, g1_##k)); \
+        MICROGRAD_C_STORE(gw + k * m + i, MICROGRAD_C_ADD(u, MICROGRAD_C_MUL(x0, g0_##k))); \
+        v = MICROGRAD_C_LOAD(w + k * m + i);                                            \
+        v1 = MICROGRAD_C_ADD(v1, MICROGRAD_C_MUL(v, g1_##k));                           \
+        v0 = MICROGRAD_C_ADD(v0, MICROGRAD_C_MUL(v, g0_##k));
+    static void micrograd_c_two_by_four_backward(int m, const double* w, double* gw,
+                                                 const double* x, double* gx, const double* g)
+    {
+        int i = 0;
+        double t, h0, h1;
+    #if MICROGRAD_C_VECTOR
+        micrograd_c_pair g0_0 = MICROGRAD_C_SPLAT(g[0]), g0_1 = MICROGRAD_C_SPLAT(g[1]),
+                         g0_2 = MICROGRAD_C_SPLAT(g[2]), g0_3 = MICROGRAD_C_SPLAT(g[3]),
+                         g1_0 = MICROGRAD_C_SPLAT(g[4]), g1_1 = MICROGRAD_C_SPLAT(g[5]),
+                         g1_2 = MICROGRAD_C_SPLAT(g[6]), g1_3 = MICROGRAD_C_SPLAT(g[7]),
+                         x0, x1, v0, v1, u, v;
+        for (; i + 2 <= m; i += 2) {
+            x0 = MICROGRAD_C_LOAD(x + i);
+            x1 = MICROGRAD_C_LOAD(x + m + i);
+            v0 = MICROGRAD_C_LOAD(gx + i);
+            v1 = MICROGRAD_C_LOAD(gx + m + i);
+            MICROGRAD_C_TERMS(3) MICROGRAD_C_TERMS(2) MICROGRAD_C_TERMS(1) MICROGRAD_C_TERMS(0)
+            MICROGRAD_C_STORE(gx + i, v0);
+            MICROGRAD_C_STORE(gx + m + i, v1);
+        }
+    #endif
+        for (; i < m; i++) {
+            h0 = gx[i];
+            h1 = gx[m + i];
+            MICROGRAD_C_TERM(3) MICROGRAD_C_TERM(2) MICROGRAD_C_TERM(1) MICROGRAD_C_TERM(0)
+            gx[i] = h0;
+            gx[m + i] = h1;
+        }
+    }
+    """
+    bint VECTOR_KERNELS "MICROGRAD_C_VECTOR"
+    void four_by_four_forward "micrograd_c_four_by_four_forward"(
+        int m, const double* w4, const double* x, double* a) noexcept nogil
+    void two_by_four_backward "micrograd_c_two_by_four_backward"(
+        int m, const double* w, double* gw, const double* x, double* gx,
+        const double* g) noexcept nogil
+
+_vector_kernels = VECTOR_KERNELS     # for tests: whether this build's blocks use vector code
+
+
 cdef inline const int* dot_links(Replay tape, const Layer* layer, int j) noexcept nogil:
     # the links of a layer's dot j: its m weights, its m inputs, then its bias if a Value
     return tape.links + tape.first[tape.layer_nodes[layer.start + j]]
@@ -985,74 +1109,41 @@ cdef inline double dot_start(Replay tape, const Layer* layer, int j,
 
 cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept nogil:
     # Every example's dots, as dot_value computes each: dot (e, n) = its bias, then
-    # + W[n][i] * X[e][i] in turn, two examples and four neurons at a time.
-    cdef int E = first.examples, N = first.members, m = first.m, e, n, i
-    cdef const Layer* l0
-    cdef const Layer* l1
-    cdef double* W = tape.scratch
-    cdef double* X = W + N * m
-    cdef const double* w0
-    cdef const double* w1
-    cdef const double* w2
-    cdef const double* w3
-    cdef const double* x0
-    cdef const double* x1
-    cdef double a00, a01, a02, a03, a10, a11, a12, a13, x0i, x1i
-    for n in range(N):
+    # + W[n][i] * X[e][i] in turn; four examples and four neurons at a time (four_by_four), the
+    # other examples a layer at a time, the other neurons one at a time.
+    cdef int E = first.examples, N = first.members, m = first.m, N4 = N - N % 4, e, n, i, k
+    cdef const Layer* layer
+    cdef double* W = tape.scratch      # neurons n..n+3 at W + n m, weight i of n + k at 4 i + k;
+    cdef double* X = W + N * m          # the other neurons' weights in rows; inputs in rows
+    cdef const int* w
+    cdef double starts[16]
+    cdef double a
+    for n in range(0, N4, 4):
+        for k in range(4):
+            w = dot_links(tape, first, n + k)
+            for i in range(m):
+                W[n * m + 4 * i + k] = new[w[i]]
+    for n in range(N4, N):
         gather(W + n * m, new, dot_links(tape, first, n), m)
-    for e in range(E):
+    for e in range(E - E % 4):
         gather(X + e * m, new, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
-    for e in range(0, E - 1, 2):
-        l0 = block_layer(tape, first, e)
-        l1 = block_layer(tape, first, e + 1)
-        x0 = X + e * m
-        x1 = x0 + m
-        n = 0
-        while n + 4 <= N:
-            w0 = W + n * m
-            w1 = w0 + m
-            w2 = w1 + m
-            w3 = w2 + m
-            a00 = dot_start(tape, l0, n, new)
-            a01 = dot_start(tape, l0, n + 1, new)
-            a02 = dot_start(tape, l0, n + 2, new)
-            a03 = dot_start(tape, l0, n + 3, new)
-            a10 = dot_start(tape, l1, n, new)
-            a11 = dot_start(tape, l1, n + 1, new)
-            a12 = dot_start(tape, l1, n + 2, new)
-            a13 = dot_start(tape, l1, n + 3, new)
-            for i in range(m):
-                x0i = x0[i]
-                x1i = x1[i]
-                a00 += w0[i] * x0i
-                a10 += w0[i] * x1i
-                a01 += w1[i] * x0i
-                a11 += w1[i] * x1i
-                a02 += w2[i] * x0i
-                a12 += w2[i] * x1i
-                a03 += w3[i] * x0i
-                a13 += w3[i] * x1i
-            new[tape.layer_nodes[l0.start + n]] = a00
-            new[tape.layer_nodes[l0.start + n + 1]] = a01
-            new[tape.layer_nodes[l0.start + n + 2]] = a02
-            new[tape.layer_nodes[l0.start + n + 3]] = a03
-            new[tape.layer_nodes[l1.start + n]] = a10
-            new[tape.layer_nodes[l1.start + n + 1]] = a11
-            new[tape.layer_nodes[l1.start + n + 2]] = a12
-            new[tape.layer_nodes[l1.start + n + 3]] = a13
-            n += 4
-        while n < N:
-            w0 = W + n * m
-            a00 = dot_start(tape, l0, n, new)
-            a10 = dot_start(tape, l1, n, new)
-            for i in range(m):
-                a00 += w0[i] * x0[i]
-                a10 += w0[i] * x1[i]
-            new[tape.layer_nodes[l0.start + n]] = a00
-            new[tape.layer_nodes[l1.start + n]] = a10
-            n += 1
-    if E % 2:
-        layer_forward(tape, block_layer(tape, first, E - 1), new)
+    for e in range(0, E - E % 4, 4):
+        for n in range(0, N4, 4):
+            for k in range(16):
+                starts[k] = dot_start(tape, block_layer(tape, first, e + k // 4), n + k % 4, new)
+            four_by_four_forward(m, W + n * m, X + e * m, starts)
+            for k in range(16):
+                layer = block_layer(tape, first, e + k // 4)
+                new[tape.layer_nodes[layer.start + n + k % 4]] = starts[k]
+        for n in range(N4, N):
+            for k in range(4):
+                layer = block_layer(tape, first, e + k)
+                a = dot_start(tape, layer, n, new)
+                for i in range(m):
+                    a += W[n * m + i] * X[(e + k) * m + i]
+                new[tape.layer_nodes[layer.start + n]] = a
+    for e in range(E - E % 4, E):
+        layer_forward(tape, block_layer(tape, first, e), new)
 
 
 cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
@@ -1060,7 +1151,7 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     # them one layer at a time from the last: weights' grads gather the examples from the last
     # to the first, inputs' grads the neurons from the last to the first. Two examples and four
     # neurons at a time, on the weights, inputs and their grads gathered.
-    cdef int E = first.examples, N = first.members, m = first.m, P = E - E % 2, e, n, i
+    cdef int E = first.examples, N = first.members, m = first.m, P = E - E % 2, e, n, i, k
     cdef const Layer* l0
     cdef const Layer* l1
     cdef double* values = tape.values
@@ -1073,7 +1164,8 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     cdef const double* x1
     cdef double* gx0
     cdef double* gx1
-    cdef double g0, g1, g00, g01, g02, g03, g10, g11, g12, g13, x0i, x1i, h0, h1, t
+    cdef double g0, g1, t
+    cdef double g[8]
     for e in range(E):
         l0 = block_layer(tape, first, e)
         for n in range(N):
@@ -1108,37 +1200,10 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
                 gx0[i] += W[n * m + i] * g0
         while n:
             n -= 4
-            g13 = grads[tape.layer_nodes[l1.start + n + 3]]
-            g12 = grads[tape.layer_nodes[l1.start + n + 2]]
-            g11 = grads[tape.layer_nodes[l1.start + n + 1]]
-            g10 = grads[tape.layer_nodes[l1.start + n]]
-            g03 = grads[tape.layer_nodes[l0.start + n + 3]]
-            g02 = grads[tape.layer_nodes[l0.start + n + 2]]
-            g01 = grads[tape.layer_nodes[l0.start + n + 1]]
-            g00 = grads[tape.layer_nodes[l0.start + n]]
-            for i in range(m):
-                x0i = x0[i]
-                x1i = x1[i]
-                h0 = gx0[i]
-                h1 = gx1[i]
-                t = GW[(n + 3) * m + i] + x1i * g13
-                GW[(n + 3) * m + i] = t + x0i * g03
-                h1 += W[(n + 3) * m + i] * g13
-                h0 += W[(n + 3) * m + i] * g03
-                t = GW[(n + 2) * m + i] + x1i * g12
-                GW[(n + 2) * m + i] = t + x0i * g02
-                h1 += W[(n + 2) * m + i] * g12
-                h0 += W[(n + 2) * m + i] * g02
-                t = GW[(n + 1) * m + i] + x1i * g11
-                GW[(n + 1) * m + i] = t + x0i * g01
-                h1 += W[(n + 1) * m + i] * g11
-                h0 += W[(n + 1) * m + i] * g01
-                t = GW[n * m + i] + x1i * g10
-                GW[n * m + i] = t + x0i * g00
-                h1 += W[n * m + i] * g10
-                h0 += W[n * m + i] * g00
-                gx0[i] = h0
-                gx1[i] = h1
+            for k in range(4):
+                g[k] = grads[tape.layer_nodes[l0.start + n + k]]
+                g[4 + k] = grads[tape.layer_nodes[l1.start + n + k]]
+            two_by_four_backward(m, W + n * m, GW + n * m, x0, gx0, g)
     for n in range(N):
         scatter(grads, dot_links(tape, first, n), GW + n * m, m)
     for e in range(P):

@@ -4,7 +4,9 @@ floats (which round every product before adding it) and float **, and the extens
 introspection (docstrings, signatures) for the .pyi stub shipped beside it."""
 import ast
 import inspect
+import os
 import pathlib
+import platform
 import random
 import struct
 import sys
@@ -103,6 +105,28 @@ def test_backward_rounds_each_contribution_before_adding_it_to_a_grad():
         else:
             y.backward()
         assert x.grad == -1.0 + A * B == 0.0, (path, x.grad)
+
+
+def test_a_replayed_block_rounds_like_floats_in_either_variant_of_its_kernels():
+    # Four examples through four neurons: one block (src/replay.pxi), whose kernels are vector
+    # code or plain C (MICROGRAD_C_SCALAR=1, as CI builds the sdist), as this build says. Each
+    # dot is -1.0 + A * B + 0.0 * B, 0.0 as floats add; each input's grad starts at -1.0 and
+    # gets 0.0 * B three times, then A * B: 0.0 too.
+    scalar = os.environ.get("MICROGRAD_C_SCALAR", "") not in ("", "0")
+    vector_target = platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64")
+    assert engine._vector_kernels == (vector_target and not scalar)
+    weights = [[Value(A if n == 0 else 0.0), Value(0.0)] for n in range(4)]
+    inputs = [[Value(B), Value(B)] for _ in range(4)]
+    dots = [engine.dot(w, x, -1.0) for x in inputs for w in weights]
+    step = engine.compile(engine.sum(dots) * B)
+    assert step._blocks == [(4, 4, 2)]
+    step.forward()
+    assert [dot.data for dot in dots] == [-1.0 + A * B, -1.0, -1.0, -1.0] * 4
+    assert dots[0].data == 0.0
+    for x in inputs:
+        x[0].grad = -1.0
+    step.backward()
+    assert [x[0].grad for x in inputs] == [-1.0 + A * B] * 4 == [0.0] * 4
 
 
 # -- the .pyi stub, the docstrings and the signatures agree -------------------------------------
