@@ -993,13 +993,15 @@ cdef void group_blocks(Replay tape) noexcept:
     if n < 2:
         return
     cdef char* marks = <char*>PyMem_Calloc(tape.size, 1)
+    cdef char* taken = <char*>PyMem_Calloc(n, 1)
     cdef int* head = <int*>PyMem_Malloc(tape.size * sizeof(int))
     cdef int* next_with = <int*>PyMem_Malloc(n * sizeof(int))
     cdef int* chosen = <int*>PyMem_Malloc(n * sizeof(int))
     cdef int* block_layers = <int*>PyMem_Malloc(n * sizeof(int))
-    if marks == NULL or head == NULL or next_with == NULL or chosen == NULL or \
-            block_layers == NULL:
+    if marks == NULL or taken == NULL or head == NULL or next_with == NULL or chosen == NULL \
+            or block_layers == NULL:
         PyMem_Free(marks)
+        PyMem_Free(taken)
         PyMem_Free(head)
         PyMem_Free(next_with)
         PyMem_Free(chosen)
@@ -1012,15 +1014,16 @@ cdef void group_blocks(Replay tape) noexcept:
         next_with[a] = head[k]
         head[k] = a
     for a in range(n):
-        first = &tape.layers[a]
-        if first.block >= 0:
+        if taken[a]:
             continue
+        first = &tape.layers[a]
         count = 0
         b = a
-        while b >= 0:
-            if tape.layers[b].block < 0 and same_weights(tape, first, &tape.layers[b]):
+        while b >= 0:                   # each layer is tried once, with the first like it
+            if not taken[b] and same_weights(tape, first, &tape.layers[b]):
                 chosen[count] = b
                 count += 1
+                taken[b] = 1
             b = next_with[b]
         if count < 2 or not block_valid(tape, chosen, count, marks):
             continue
@@ -1032,6 +1035,7 @@ cdef void group_blocks(Replay tape) noexcept:
         used += count
         scratch = max(scratch, 2 * (<Py_ssize_t>first.members + count) * first.m)
     PyMem_Free(marks)
+    PyMem_Free(taken)
     PyMem_Free(head)
     PyMem_Free(next_with)
     PyMem_Free(chosen)
