@@ -581,7 +581,7 @@ cdef inline bint same_node(Replay tape, Py_ssize_t i, Py_ssize_t j) noexcept:
 # - each target of a contribution to appear once in the layer (a weight or a bias in one dot,
 #   an input once in the inputs): then each grad still gathers the layer's contributions in the
 #   sweep's order, input i's from the dots in turn.
-# A graph where nothing groups replays as before; the layers cost 24 bytes each and 4 per node
+# A graph where nothing groups replays as before; the layers cost 28 bytes each and 4 per node
 # in them.
 
 cdef inline bint same_shape_dot(Replay tape, Py_ssize_t i, Py_ssize_t leader, int m) noexcept:
@@ -821,9 +821,10 @@ cdef inline bint tiny(double g) noexcept nogil:
 # -- blocks: a layer's dots for every example of a batch ----------------------------------------
 # The examples of a batch go through the same layers: each example's layer (above) has the same
 # weights. group_blocks makes a block of such layers, and it is computed at its first layer,
-# two examples and four neurons side by side: eight sums, each adding its own terms in its own
-# order, from six loads per eight terms, with the weights and inputs gathered (no index loads
-# per term). A block needs, on top of what each of its layers needs:
+# on its weights and inputs gathered into arrays (no index load per term), many sums side by
+# side, each adding its own terms in its own order: forward, four examples by four neurons
+# (sixteen sums); backward, two examples by four neurons, two terms at a time (each term's
+# grads are sums of their own). A block needs, on top of what each of its layers needs:
 # - forward() computes every example's dots at the block's first dot: each example's inputs come
 #   before it on the tape (true of a first layer, whose inputs are leaves; not of a second,
 #   whose inputs are the first's activations, computed in between);
