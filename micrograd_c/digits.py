@@ -61,12 +61,14 @@ class Batch:
         self.step = engine.compile(self.loss)
         self._inputs = [v for row in self.inputs for v in row]
         self._labels = [v for row in self.labels for v in row]
+        import numpy as np
+        self._one_hot = np.eye(CLASSES)     # row k: label k's one-hot vector
 
     def set(self, X, y):
         """Put a batch of images X (size x 64 floats) and labels y into the graph's leaves."""
         import numpy as np
         engine.copy_from_array(self._inputs, np.ascontiguousarray(X, dtype=np.float64).ravel())
-        engine.copy_from_array(self._labels, np.eye(CLASSES)[y].ravel())
+        engine.copy_from_array(self._labels, self._one_hot[y].ravel())
 
     def correct(self, y):
         """How many of the batch's logits (after forward) pick the right class."""
