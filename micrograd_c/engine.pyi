@@ -120,6 +120,11 @@ class Replay:
         """For tests: [(dots, nodes between them, weights per dot)] of each layer found."""
         ...
     @property
+    def _by_depth(self) -> bool:
+        """For tests: whether the tape is in by_depth's order (compile() keeps backward()'s
+        order where that would change the order of some grad's contributions)."""
+        ...
+    @property
     def _blocks(self) -> list[tuple[int, int, int]]:
         """For tests: [(examples, dots per example, weights per dot)] of each block found."""
         ...

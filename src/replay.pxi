@@ -86,6 +86,7 @@ cdef class Replay:
     cdef Py_ssize_t scratch_size
     cdef int* leaves                    # the positions of the LEAF nodes
     cdef Py_ssize_t n_plain             # the tape's first nodes, those without children
+    cdef bint by_depth                  # the tape's order is by_depth's, not backward()'s
     cdef Py_ssize_t n_leaves
 
     def __cinit__(self):
@@ -146,6 +147,13 @@ cdef class Replay:
         self.check_recorded()
         return [(self.layers[i].members, self.layers[i].between, self.layers[i].m)
                 for i in range(self.n_layers)]
+
+    @property
+    def _by_depth(self):
+        """For tests: whether the tape is in by_depth's order (compile() keeps backward()'s
+        order where that would change the order of some grad's contributions)."""
+        self.check_recorded()
+        return bool(self.by_depth)
 
     @property
     def _blocks(self):
@@ -218,6 +226,8 @@ cdef class Replay:
                 error = node_error(op, children, constants[i], out)
                 if error:
                     self.undo_forward(i)
+                    if self.by_depth:      # raise at the node backward()'s order meets first
+                        compile_tape(self.root, False, False).forward()
                     raise_op_error(error, self.where(i))
             new[i] = out
             (<Value>nodes[i]).data = out
@@ -320,20 +330,26 @@ def compile(root):
     data would give, bit for bit. What Python decided while building is baked in, as in
     torch.jit.trace: numbers folded into ops, a branch on `x.data > 0`, a max over data.
     """
-    return compile_tape(root, True)
+    return compile_tape(root, True, True)
 
 
 def _compile_without_layers(root):
-    """For tests and measurements: compile(root), but with no layers (see group_layers)."""
-    return compile_tape(root, False)
+    """For tests and measurements: compile(root), but with no layers (see group_layers) and in
+    backward()'s order (see by_depth)."""
+    return compile_tape(root, False, False)
 
 
-cdef Replay compile_tape(object root, bint layers):
+def _compile_in_backward_order(root):
+    """For tests: compile(root), with layers and blocks, but in backward()'s order."""
+    return compile_tape(root, True, False)
+
+
+cdef Replay compile_tape(object root, bint layers, bint reorder):
     if not isinstance(root, Value):
         raise TypeError(f"compile() needs a Value, not '{type(root).__name__}'")
     check_made(root)
     cdef PyObject* start = <PyObject*>root
-    cdef Replay tape = record(&start, 1, (), NULL)
+    cdef Replay tape = record(&start, 1, (), NULL, reorder)
     tape.root = root
     group_duplicates(tape)
     if layers:
@@ -343,9 +359,11 @@ cdef Replay compile_tape(object root, bint layers):
 
 
 @cython.linetrace(False)                # while nodes' grads hold positions
-cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positions):
+cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positions,
+                   bint reorder=False):
     # The tape of the graph below the roots (which the caller keeps alive), with the data its
     # nodes hold now; positions[k] is the tape position of wanted[k], or -1 if not in the graph.
+    # In backward()'s order, or, if reorder, in by_depth's where it keeps every sum's order.
     cdef Replay tape = Replay.__new__(Replay)
     cdef PtrStack order = PtrStack(NULL, 0, 0)
     cdef Py_ssize_t i, j, k, n, links = 0, k_leaf = 0
@@ -384,6 +402,10 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         tape.nodes[i] = order.items[i]
         tape.grads[i] = node.grad
         node.grad = <double>i
+    if reorder and by_depth(&order, tape.grads):
+        tape.by_depth = True
+        for i in range(order.size):
+            tape.nodes[i] = order.items[i]
     for j in range(len(wanted)):
         node = <Value>wanted[j]
         positions[j] = <int>node.grad if node.visit == SEEN else -1
@@ -401,14 +423,8 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
                 k_leaf += 1
         else:
             tape.ops[i] = node.op | (IEEE_NODE * node.ieee)
-        if is_binary(node.op):
-            tape.links[k] = <int>node.left.grad
-            tape.links[k + 1] = <int>(<Value>node.right).grad
-        elif is_unary(node.op):
-            tape.links[k] = <int>node.left.grad
-        else:
-            for j in range(n):
-                tape.links[k + j] = <int>(<Value>PyTuple_GET_ITEM(node.right, j)).grad
+        for j in range(n):
+            tape.links[k + j] = child_position(node, j)
         k += n
     tape.first[order.size] = k
     for i in range(order.size):
@@ -438,6 +454,79 @@ cdef Py_ssize_t leaves_first(PtrStack* order) except -1:
     memcpy(order.items, sorted_items, order.size * sizeof(PyObject*))
     PyMem_Free(sorted_items)
     return leaves
+
+
+cdef inline int child_position(Value node, Py_ssize_t j) noexcept:
+    # The tape position of a node's child j, while record() keeps positions in the grads
+    if is_binary(node.op):
+        return <int>(node.left.grad if j == 0 else (<Value>node.right).grad)
+    if is_unary(node.op):
+        return <int>node.left.grad
+    return <int>(<Value>PyTuple_GET_ITEM(node.right, j)).grad
+
+
+cdef bint by_depth(PtrStack* order, double* saved) noexcept:
+    # Puts the nodes after the leaves in order of depth (the longest path up to the root), the
+    # deepest first, keeping backward()'s order among nodes of one depth: still a topological
+    # order (a child is deeper than its parents), in which the examples of a batch go through
+    # each layer one after the other (every first-layer dot, then every activation, then every
+    # second-layer dot...), so that group_blocks finds every layer's block, not the first
+    # layer's only. Kept only if each node's parents come in the same order as before: the
+    # sweep then gives each grad its contributions in the same order, and backward's bits are
+    # the same. record() calls it while every node's grad holds its position (saved[] their
+    # grads); it puts the nodes, saved[] and the positions in the new order and returns True,
+    # or changes nothing.
+    cdef Py_ssize_t n = order.size, i, j, deepest = 0
+    cdef int c, key
+    cdef bint keeps = True, moves = False
+    cdef Value node
+    cdef int* depth = <int*>PyMem_Calloc(n + 1, sizeof(int))
+    cdef int* place = <int*>PyMem_Malloc(n * sizeof(int) + 1)
+    cdef int* latest = <int*>PyMem_Malloc(n * sizeof(int) + 1)    # each node's latest parent
+    cdef int* starts = NULL
+    cdef PyObject** items = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*) + 1)
+    cdef double* grads = <double*>PyMem_Malloc(n * sizeof(double) + 1)
+    if depth != NULL and place != NULL and latest != NULL and items != NULL and grads != NULL:
+        for i in range(n - 1, -1, -1):      # parents before children
+            node = <Value>order.items[i]
+            for j in range(tape_links(node)):
+                c = child_position(node, j)
+                depth[c] = max(depth[c], depth[i] + 1)
+            deepest = max(deepest, depth[i])
+        starts = <int*>PyMem_Calloc(deepest + 3, sizeof(int))
+    if starts != NULL:
+        for i in range(n):                  # a counting sort, stable, by key: 0 for a leaf,
+            depth[i] = 0 if is_leaf(<Value>order.items[i]) else deepest + 1 - depth[i]
+            starts[depth[i] + 1] += 1       # else the deepest first
+        for key in range(1, deepest + 3):
+            starts[key] += starts[key - 1]
+        for i in range(n):
+            place[i] = starts[depth[i]]
+            starts[depth[i]] += 1
+            moves |= place[i] != i
+            latest[i] = -1
+        for i in range(n):                  # parents in backward()'s order: their places rise
+            node = <Value>order.items[i]
+            for j in range(tape_links(node)):
+                c = child_position(node, j)
+                keeps &= place[i] >= latest[c]
+                latest[c] = place[i]
+        if keeps and moves:
+            for i in range(n):
+                items[place[i]] = order.items[i]
+                grads[place[i]] = saved[i]
+            for i in range(n):
+                order.items[i] = items[i]
+                saved[i] = grads[i]
+                (<Value>items[i]).grad = <double>i
+    moves &= keeps and starts != NULL
+    PyMem_Free(depth)
+    PyMem_Free(place)
+    PyMem_Free(latest)
+    PyMem_Free(starts)
+    PyMem_Free(items)
+    PyMem_Free(grads)
+    return moves
 
 
 cdef inline bint is_leaf(Value node) noexcept:
@@ -1105,24 +1194,20 @@ cdef void scatter(double* target, const int* index, const double* source, int n)
         target[index[i]] = source[i]
 
 
-cdef inline double dot_start(Replay tape, const Layer* layer, int j,
-                             const double* new) noexcept nogil:
-    # what dot_value starts its sum from: the bias, a Value's or the number
-    cdef int dot = tape.layer_nodes[layer.start + j]
-    return new[tape.links[tape.first[dot + 1] - 1]] if layer.bias else tape.constants[dot]
-
-
 cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept nogil:
     # Every example's dots, as dot_value computes each: dot (e, n) = its bias, then
     # + W[n][i] * X[e][i] in turn; four examples and four neurons at a time (four_by_four), the
     # other examples a layer at a time, the other neurons one at a time.
-    cdef int E = first.examples, N = first.members, m = first.m, N4 = N - N % 4, e, n, i, k
+    cdef int E = first.examples, N = first.members, m = first.m, N4 = N - N % 4, e, n, i, k, j
     cdef const Layer* layer
     cdef double* W = tape.scratch      # neurons n..n+3 at W + n m, weight i of n + k at 4 i + k;
-    cdef double* X = W + N * m          # the other neurons' weights in rows; inputs in rows
+    cdef double* X = W + N * m          # the other neurons' weights in rows; inputs in rows;
+    cdef double* B = X + E * m          # each neuron's bias, a Value's (every example's) or 0
     cdef const int* w
     cdef double starts[16]
     cdef double a
+    for n in range(N):
+        B[n] = new[dot_links(tape, first, n)[2 * m]] if first.bias else 0.0
     for n in range(0, N4, 4):
         for k in range(4):
             w = dot_links(tape, first, n + k)
@@ -1134,16 +1219,20 @@ cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept n
         gather(X + e * m, new, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
     for e in range(0, E - E % 4, 4):
         for n in range(0, N4, 4):
-            for k in range(16):
-                starts[k] = dot_start(tape, block_layer(tape, first, e + k // 4), n + k % 4, new)
+            for k in range(4):
+                layer = block_layer(tape, first, e + k)
+                for j in range(4):
+                    starts[4 * k + j] = B[n + j] if first.bias else \
+                        tape.constants[tape.layer_nodes[layer.start + n + j]]
             four_by_four_forward(m, W + n * m, X + e * m, starts)
-            for k in range(16):
-                layer = block_layer(tape, first, e + k // 4)
-                new[tape.layer_nodes[layer.start + n + k % 4]] = starts[k]
+            for k in range(4):
+                layer = block_layer(tape, first, e + k)
+                for j in range(4):
+                    new[tape.layer_nodes[layer.start + n + j]] = starts[4 * k + j]
         for n in range(N4, N):
             for k in range(4):
                 layer = block_layer(tape, first, e + k)
-                a = dot_start(tape, layer, n, new)
+                a = B[n] if first.bias else tape.constants[tape.layer_nodes[layer.start + n]]
                 for i in range(m):
                     a += W[n * m + i] * X[(e + k) * m + i]
                 new[tape.layer_nodes[layer.start + n]] = a
@@ -1214,7 +1303,11 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     for e in range(P):
         scatter(grads, dot_links(tape, block_layer(tape, first, e), 0) + m, GX + e * m, m)
     if first.bias:                      # each bias's grad, from the last example to the first
+        for n in range(N):              # (in W's place, done with)
+            W[n] = grads[dot_links(tape, first, n)[2 * m]]
+        for e in range(P - 1, -1, -1):
+            l0 = block_layer(tape, first, e)
+            for n in range(N):
+                W[n] += grads[tape.layer_nodes[l0.start + n]]
         for n in range(N):
-            for e in range(P - 1, -1, -1):
-                grads[dot_links(tape, first, n)[2 * m]] += \
-                    grads[tape.layer_nodes[block_layer(tape, first, e).start + n]]
+            grads[dot_links(tape, first, n)[2 * m]] = W[n]

@@ -306,7 +306,7 @@ def test_state_per_node_is_small():
     layers = step._layers                           # 32 bytes each, 4 per node in one
     assert len(layers) == 200
     blocks = step._blocks                           # 4 bytes per layer, and a scratch array
-    assert blocks == [(100, 16, 2)]                 # for a block's weights, inputs and grads
+    assert blocks == [(100, 16, 2), (100, 16, 16)]  # for a block's weights, inputs and grads
     assert step.nbytes <= (40 * len(step) + 4 * links + 64 +
                            sum(32 + 4 * (dots + between) for dots, between, _ in layers) +
                            sum(4 * n + 16 * (n + dots) * m for n, dots, m in blocks))
@@ -384,15 +384,16 @@ def build_layer_graph(pool, inputs, dots, scale):
 @given(layer_graphs())
 def test_layers_replay_the_bits_of_a_rebuilt_graph(case):
     pool, inputs, dots, scale, new = case
-    leaves, root = build_layer_graph(pool, inputs, dots, scale)
-    step = engine.compile(root)
-    for leaf, x in zip(leaves, new):
-        leaf.data, leaf.grad = x, 0.0
-    rebuilt_leaves, rebuilt = build_layer_graph(new, inputs, dots, scale)
-    assert bits(step.forward()) == bits(rebuilt.data)
-    step.backward()
-    rebuilt.backward()
-    replay_matches_rebuilding(root, rebuilt)
+    for compile in (engine.compile, engine._compile_in_backward_order):  # relus between, or not
+        leaves, root = build_layer_graph(pool, inputs, dots, scale)
+        step = compile(root)
+        for leaf, x in zip(leaves, new):
+            leaf.data, leaf.grad = x, 0.0
+        rebuilt_leaves, rebuilt = build_layer_graph(new, inputs, dots, scale)
+        assert bits(step.forward()) == bits(rebuilt.data)
+        step.backward()
+        rebuilt.backward()
+        replay_matches_rebuilding(root, rebuilt)
 
 
 # -- blocks: a layer's dots for every example of a batch -------------------------------------
@@ -452,31 +453,66 @@ def build_batch_graph(pool, shape):
 def test_blocks_replay_the_bits_of_a_rebuilt_graph(case):
     pool, shape, new = case
     m, n_dots, n_examples, _, _, flaw, _ = shape
-    leaves, root = build_batch_graph(pool, shape)
-    step = engine.compile(root)
-    if n_examples > 1 and n_dots > 1:       # every example's layer in one block, but where a
-        whole = (n_examples, n_dots, m)     # flaw forbids it (the examples after it may be one)
-        assert step._blocks == [whole] if flaw is None else whole not in step._blocks
-    for leaf, x in zip(leaves, new):
-        leaf.data, leaf.grad = x, 0.0
-    _, rebuilt = build_batch_graph(new, shape)
-    assert bits(step.forward()) == bits(rebuilt.data)
-    step.backward()
-    rebuilt.backward()
-    replay_matches_rebuilding(root, rebuilt)
+    for compile in (engine.compile, engine._compile_in_backward_order):
+        leaves, root = build_batch_graph(pool, shape)
+        step = compile(root)
+        if n_examples > 1 and n_dots > 1:   # every example's layer in one block, but where a
+            whole = (n_examples, n_dots, m)     # flaw forbids it
+            assert step._blocks == [whole] if flaw is None else whole not in step._blocks
+        for leaf, x in zip(leaves, new):
+            leaf.data, leaf.grad = x, 0.0
+        _, rebuilt = build_batch_graph(new, shape)
+        assert bits(step.forward()) == bits(rebuilt.data)
+        step.backward()
+        rebuilt.backward()
+        replay_matches_rebuilding(root, rebuilt)
 
 
-def test_blocks_form_for_a_batch_through_a_networks_first_layer():
+def test_blocks_form_for_each_layer_of_a_network_a_batch_goes_through():
     random.seed(0)
     model = MLP(3, [4, 4, 1])
     X = [[0.5, -1.0, 2.0], [1.5, 0.2, -0.3], [0.1, 0.2, 0.3]]
     loss = engine.sum([model([Value(x) for x in row]) for row in X])
-    # the second layer's inputs are the first's activations, made between the examples' first
-    # layers: only the first layer's dots are computed for every example together
-    assert engine.compile(loss)._blocks == [(3, 4, 3)]
+    # in backward()'s order the second layer's inputs, the first's activations, are made between
+    # the examples' first layers; ordered by depth, every example's first layer comes first,
+    # then every activation, then every second layer: both layers are blocks
+    step = engine.compile(loss)
+    assert step._by_depth and step._blocks == [(3, 4, 3), (3, 4, 4)]
     # numbers as inputs become leaves of their own; rebuilt in place, they are the same
-    assert engine.compile(engine.sum([model(row) for row in X]))._blocks == [(3, 4, 3)]
-    assert engine._compile_without_layers(loss)._blocks == []
+    assert engine.compile(engine.sum([model(row) for row in X]))._blocks == [(3, 4, 3), (3, 4, 4)]
+    plain = engine._compile_without_layers(loss)
+    assert plain._blocks == [] and not plain._by_depth
+    for x in walk(loss):
+        if not x._children:
+            x.grad = 0.0
+    step.forward()
+    step.backward()
+    replayed = state(walk(loss))
+    for x in walk(loss):
+        if not x._children:
+            x.grad = 0.0
+    plain.forward()
+    plain.backward()
+    assert state(walk(loss)) == replayed            # in backward()'s order: the same bits
+
+
+def test_a_tape_by_depth_raises_where_backwards_order_meets_the_first_bad_node():
+    # In backward()'s order the log (of a negative number) comes before the exp (which
+    # overflows); by depth the exp, two nodes further from the root, comes first. Replay raises
+    # what it raised in backward()'s order, and leaves every Value as it was.
+    x, y = Value(1.0), Value(1.0)
+    root = y.log() + (x.exp() * 1.0) * 1.0
+    step = engine.compile(root)
+    assert step._by_depth
+    x.data, y.data = 1000.0, -1.0
+    before = state(walk(root))
+    with pytest.raises(ValueError, match="replaying node"):
+        step.forward()
+    assert state(walk(root)) == before
+    with pytest.raises(ValueError):
+        engine._compile_without_layers(root).forward()
+    x.data, y.data = 2.0, 3.0
+    assert step.forward() == math.log(3.0) + math.exp(2.0) * 1.0 * 1.0
 
 
 def test_layers_form_where_a_networks_neurons_are_and_nowhere_else():
@@ -484,9 +520,12 @@ def test_layers_form_where_a_networks_neurons_are_and_nowhere_else():
     model = MLP(3, [4, 4, 1])
     X = [[0.5, -1.0, 2.0], [1.5, 0.2, -0.3]]
     loss = engine.sum([model(x) for x in X])
-    # per example: 4 dots of 3 weights, 4 of 4 weights, each with 3 relus between; the last
-    # layer's one dot is no layer
-    assert sorted(engine.compile(loss)._layers) == [(4, 3, 3)] * 2 + [(4, 3, 4)] * 2
+    # per example: 4 dots of 3 weights, 4 of 4 weights, each with 3 relus between in
+    # backward()'s order (by depth, the relus come after the layer); the last layer's one dot
+    # is no layer
+    assert sorted(engine.compile(loss)._layers) == [(4, 0, 3)] * 2 + [(4, 0, 4)] * 2
+    assert sorted(engine._compile_in_backward_order(loss)._layers) == \
+        [(4, 3, 3)] * 2 + [(4, 3, 4)] * 2
     assert engine._compile_without_layers(loss)._layers == []
     x = Value(1.0)
     assert engine.compile((x * 2).tanh() + x)._layers == []
