@@ -1,10 +1,12 @@
 # Replay: a graph built once the usual way, then run forward and backward again in C.
 #
-# compile() records the graph as a tape, in backward()'s topological order: per node its op, its
-# constant and the positions of its children, and two arrays of values and grads. forward()
-# reads every leaf's data, recomputes every other node with the op's own formula (src/ops.pxi)
-# in the same order and writes the values back to the Values; backward() does what backward()
-# does on a freshly built graph, in the same order, so data and grads are the same bits.
+# compile() records the graph as a tape, in backward()'s topological order, or in another one
+# where every node's parents keep that order (by_depth): per node its op, its constant and the
+# positions of its children, and two arrays of values and grads. forward() reads every leaf's
+# data, recomputes every other node with the op's own formula (src/ops.pxi) in the tape's order
+# and writes the values back to the Values; backward() does what backward() does on a freshly
+# built graph, each grad gathering its parents' contributions in the same order, so data and
+# grads are the same bits.
 
 # Tape op codes are the node's op, with these bits set: IEEE for IEEE nodes (they never raise),
 # GROUPED for nodes in a group of identical ones (same op, constant and children, as the
