@@ -917,8 +917,9 @@ cdef inline bint tiny(double g) noexcept nogil:
 # (sixteen sums); backward, two examples by four neurons, two terms at a time (each term's
 # grads are sums of their own). A block needs, on top of what each of its layers needs:
 # - forward() computes every example's dots at the block's first dot: each example's inputs come
-#   before it on the tape (true of a first layer, whose inputs are leaves; not of a second,
-#   whose inputs are the first's activations, computed in between);
+#   before it on the tape (true of a first layer, whose inputs are leaves; of a second, whose
+#   inputs are the first's activations, only on a tape by_depth: in backward()'s order they are
+#   made between the examples' layers);
 # - backward() runs each layer's nodes between at the layer's last dot, as before (then its
 #   dots' grads are complete), and every example's dots when it reaches the block's first layer:
 #   so no other node between the block's first dot and its last may have a child whose grad the
