@@ -128,6 +128,11 @@ class Replay:
     def _blocks(self) -> list[tuple[int, int, int]]:
         """For tests: [(examples, dots per example, weights per dot)] of each block found."""
         ...
+    @property
+    def _in_place(self) -> list[tuple[bool, bool]]:
+        """For tests: [(weights, inputs)] of each block found, whether it reads and writes them
+        in place (see place_leaves) rather than gathered."""
+        ...
     def forward(self) -> float:
         """Recompute every node from the leaves' current data; returns the root's data."""
         ...

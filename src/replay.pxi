@@ -19,6 +19,10 @@ cdef enum:
     IN_LAYER = 0x20
     OP_BITS = 0x1f
 
+cdef enum:
+    WEIGHTS_IN_PLACE = 1                # a block's weights: neuron n's at w + n m, w its first's
+    INPUTS_IN_PLACE = 2                 # a block's inputs: example e's at x + e m, x its first's
+
 if N_OPS > OP_BITS + 1:
     raise SystemError("the replay's op byte has no room for every op code (src/replay.pxi)")
 
@@ -37,7 +41,9 @@ cdef struct Layer:
     int members
     int between
     int m
-    bint bias                           # the members have a Value bias, child 2m
+    unsigned char bias                  # the members have a Value bias, child 2m
+    unsigned char in_place              # on a block's first layer: which of WEIGHTS_IN_PLACE,
+                                        # INPUTS_IN_PLACE its rows are (see place_leaves)
     # Layers with the same weights (one per example of a batch) form a block, computed
     # together at its first layer (see group_blocks): block_layers[block:block + examples]
     # are its layers' indices, the first first. examples is 1 for a layer in no block (block
@@ -162,6 +168,15 @@ cdef class Replay:
         """For tests: [(examples, dots per example, weights per dot)] of each block found."""
         self.check_recorded()
         return [(self.layers[i].examples, self.layers[i].members, self.layers[i].m)
+                for i in range(self.n_layers) if self.layers[i].examples > 1]
+
+    @property
+    def _in_place(self):
+        """For tests: [(weights, inputs)] of each block found, whether it reads and writes them
+        in place (see place_leaves) rather than gathered."""
+        self.check_recorded()
+        return [(bool(self.layers[i].in_place & WEIGHTS_IN_PLACE),
+                 bool(self.layers[i].in_place & INPUTS_IN_PLACE))
                 for i in range(self.n_layers) if self.layers[i].examples > 1]
 
     cdef Py_ssize_t n_grouped(self):
@@ -357,6 +372,7 @@ cdef Replay compile_tape(object root, bint layers, bint reorder):
     if layers:
         group_layers(tape)
         group_blocks(tape)
+        place_leaves(tape)
     return tape
 
 
@@ -725,6 +741,7 @@ cdef void group_layers(Replay tape) noexcept:
         layer.bias = (tape.first[i + 1] - tape.first[i]) % 2
         layer.examples = 1
         layer.block = -1
+        layer.in_place = 0
         layer.members = sort_layer_nodes(tape, nodes + used, k - used)
         layer.between = <int>(k - used) - layer.members
         if layer.members >= 2 and layer_valid(tape, layer, nodes, marks):
@@ -1185,6 +1202,93 @@ cdef bint block_valid(Replay tape, const int* chosen, int count, char* marks) no
     return valid
 
 
+cdef void place_leaves(Replay tape) noexcept:
+    # The leaves can go anywhere before the other nodes: no number depends on where. Each
+    # block's weights, where they are leaves, are put neuron after neuron, and its examples'
+    # inputs example after example, so that the block reads and writes them in place instead
+    # of gathering them (an input made by another layer is where the tape has it: by_depth
+    # puts a layer's activations example after example). Without the memory for it, the
+    # leaves stay where they are.
+    cdef Py_ssize_t n = tape.n_plain, i, k, placed = 0
+    cdef int a, j, e
+    cdef const int* w
+    cdef Layer* first
+    if tape.n_block_layers == 0:
+        return
+    cdef int* place = <int*>PyMem_Malloc(n * sizeof(int) + 1)
+    cdef PyObject** nodes = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*) + 1)
+    cdef double* numbers = <double*>PyMem_Malloc(2 * n * sizeof(double) + 1)
+    cdef unsigned char* ops = <unsigned char*>PyMem_Malloc(n + 1)
+    if place != NULL and nodes != NULL and numbers != NULL and ops != NULL:
+        for i in range(n):
+            place[i] = -1
+        for a in range(tape.n_layers):
+            first = &tape.layers[a]
+            if first.examples < 2:
+                continue
+            for j in range(first.members):
+                w = dot_links(tape, first, j)
+                for i in range(first.m):
+                    placed = place_leaf(place, w[i], n, placed)
+            for e in range(first.examples):
+                w = dot_links(tape, block_layer(tape, first, e), 0) + first.m
+                for i in range(first.m):
+                    placed = place_leaf(place, w[i], n, placed)
+        for i in range(n):
+            placed = place_leaf(place, <int>i, n, placed)
+        for i in range(n):
+            nodes[place[i]] = tape.nodes[i]
+            ops[place[i]] = tape.ops[i]
+            numbers[place[i]] = tape.constants[i]
+            numbers[n + place[i]] = tape.values[i]
+        memcpy(tape.nodes, nodes, n * sizeof(PyObject*))
+        memcpy(tape.ops, ops, n)
+        memcpy(tape.constants, numbers, n * sizeof(double))
+        memcpy(tape.values, numbers + n, n * sizeof(double))
+        for i in range(n, tape.size):       # a grouped node's last link is its group's index
+            for k in range(tape.first[i], tape.first[i + 1] - (tape.ops[i] & GROUPED != 0)):
+                if tape.links[k] < n:
+                    tape.links[k] = place[tape.links[k]]
+        k = 0
+        for i in range(n):
+            if tape.ops[i] == LEAF:
+                tape.leaves[k] = <int>i
+                k += 1
+    PyMem_Free(place)
+    PyMem_Free(nodes)
+    PyMem_Free(numbers)
+    PyMem_Free(ops)
+    for a in range(tape.n_layers):
+        if tape.layers[a].examples > 1:
+            tape.layers[a].in_place = rows_in_place(tape, &tape.layers[a])
+
+
+cdef inline Py_ssize_t place_leaf(int* place, int leaf, Py_ssize_t n, Py_ssize_t placed) noexcept:
+    # gives a leaf not placed yet the next place; returns how many are placed
+    if leaf < n and place[leaf] < 0:
+        place[leaf] = <int>placed
+        return placed + 1
+    return placed
+
+
+cdef unsigned char rows_in_place(Replay tape, const Layer* first) noexcept:
+    cdef int m = first.m, j, e, i
+    cdef unsigned char found = WEIGHTS_IN_PLACE | INPUTS_IN_PLACE
+    cdef const int* w
+    cdef int w0 = dot_links(tape, first, 0)[0], x0 = dot_links(tape, first, 0)[m]
+    for j in range(first.members):
+        w = dot_links(tape, first, j)
+        for i in range(m):
+            if w[i] != w0 + j * m + i:
+                found &= ~WEIGHTS_IN_PLACE
+    for e in range(first.examples):
+        w = dot_links(tape, block_layer(tape, first, e), 0) + m
+        for i in range(m):
+            if w[i] != x0 + e * m + i:
+                found &= ~INPUTS_IN_PLACE
+    return found
+
+
 cdef void gather(double* out, const double* source, const int* index, int n) noexcept nogil:
     cdef int i
     for i in range(n):
@@ -1204,9 +1308,9 @@ cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept n
     cdef int E = first.examples, N = first.members, m = first.m, N4 = N - N % 4, e, n, i, k, j
     cdef const Layer* layer
     cdef double* W = tape.scratch      # neurons n..n+3 at W + n m, weight i of n + k at 4 i + k;
-    cdef double* X = W + N * m          # the other neurons' weights in rows; inputs in rows;
-    cdef double* B = X + E * m          # each neuron's bias, a Value's (every example's) or 0
-    cdef const int* w
+    cdef double* X = W + N * m          # the other neurons' weights in rows; inputs in rows (in
+    cdef double* B = X + E * m          # place, or gathered); each neuron's bias, a Value's
+    cdef const int* w                   # (every example's) or 0
     cdef double starts[16]
     cdef double a
     for n in range(N):
@@ -1218,8 +1322,11 @@ cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept n
                 W[n * m + 4 * i + k] = new[w[i]]
     for n in range(N4, N):
         gather(W + n * m, new, dot_links(tape, first, n), m)
-    for e in range(E - E % 4):
-        gather(X + e * m, new, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
+    if first.in_place & INPUTS_IN_PLACE:
+        X = new + dot_links(tape, first, 0)[m]
+    else:
+        for e in range(E - E % 4):
+            gather(X + e * m, new, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
     for e in range(0, E - E % 4, 4):
         for n in range(0, N4, 4):
             for k in range(4):
@@ -1247,7 +1354,7 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     # Every example's dots, after each layer's between_backward, as layer_backward would do
     # them one layer at a time from the last: weights' grads gather the examples from the last
     # to the first, inputs' grads the neurons from the last to the first. Two examples and four
-    # neurons at a time, on the weights, inputs and their grads gathered.
+    # neurons at a time, on the weights, inputs and their grads in place or gathered.
     cdef int E = first.examples, N = first.members, m = first.m, P = E - E % 2, e, n, i, k
     cdef const Layer* l0
     cdef const Layer* l1
@@ -1272,12 +1379,20 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
                 return
     if E % 2:                           # the last example, which the sweep reaches first
         layer_backward(tape, block_layer(tape, first, E - 1))
-    for n in range(N):
-        gather(W + n * m, values, dot_links(tape, first, n), m)
-        gather(GW + n * m, grads, dot_links(tape, first, n), m)
-    for e in range(P):
-        gather(X + e * m, values, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
-        gather(GX + e * m, grads, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
+    if first.in_place & WEIGHTS_IN_PLACE:
+        W = values + dot_links(tape, first, 0)[0]
+        GW = grads + dot_links(tape, first, 0)[0]
+    else:
+        for n in range(N):
+            gather(W + n * m, values, dot_links(tape, first, n), m)
+            gather(GW + n * m, grads, dot_links(tape, first, n), m)
+    if first.in_place & INPUTS_IN_PLACE:
+        X = values + dot_links(tape, first, 0)[m]
+        GX = grads + dot_links(tape, first, 0)[m]
+    else:
+        for e in range(P):
+            gather(X + e * m, values, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
+            gather(GX + e * m, grads, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
     for e in range(P - 2, -1, -2):      # the later example of each pair first
         l0 = block_layer(tape, first, e)
         l1 = block_layer(tape, first, e + 1)
@@ -1301,12 +1416,15 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
                 g[k] = grads[tape.layer_nodes[l0.start + n + k]]
                 g[4 + k] = grads[tape.layer_nodes[l1.start + n + k]]
             two_by_four_backward(m, W + n * m, GW + n * m, x0, gx0, g)
-    for n in range(N):
-        scatter(grads, dot_links(tape, first, n), GW + n * m, m)
-    for e in range(P):
-        scatter(grads, dot_links(tape, block_layer(tape, first, e), 0) + m, GX + e * m, m)
+    if not first.in_place & WEIGHTS_IN_PLACE:
+        for n in range(N):
+            scatter(grads, dot_links(tape, first, n), GW + n * m, m)
+    if not first.in_place & INPUTS_IN_PLACE:
+        for e in range(P):
+            scatter(grads, dot_links(tape, block_layer(tape, first, e), 0) + m, GX + e * m, m)
     if first.bias:                      # each bias's grad, from the last example to the first
-        for n in range(N):              # (in W's place, done with)
+        W = tape.scratch                # (in the scratch array, done with)
+        for n in range(N):
             W[n] = grads[dot_links(tape, first, n)[2 * m]]
         for e in range(P - 1, -1, -1):
             l0 = block_layer(tape, first, e)

@@ -407,26 +407,36 @@ def batch_graphs(draw):
     layer, with what can break computing the examples together drawn in now and then (FLAWS):
     an input shared by two examples, an input that is a weight, a node between the examples'
     layers reading a weight, an input made from the first example's outputs; number or Value
-    biases, activations, tiny grads."""
+    biases, activations, tiny grads; weights or inputs made by nodes that the tape has out of
+    the rows' order (the block then gathers them)."""
     m = draw(st.integers(1, 6))
     n_dots = draw(st.integers(1, 9))
     n_examples = draw(st.integers(1, 5))
     shape = (m, n_dots, n_examples, draw(st.sampled_from(["none", "number", "value"])),
              draw(st.sampled_from(["relu", "tanh", "none"])),
              draw(st.sampled_from([None] * 4 + FLAWS)),
-             draw(st.sampled_from([1.0, 1.0, 1e-300, 1e-160])))    # tiny: times_grad's path
+             draw(st.sampled_from([1.0, 1.0, 1e-300, 1e-160])),     # tiny: times_grad's path
+             draw(st.sampled_from([None, None, "weights", "inputs"])))    # made out of place
     size = n_dots * (m + 1) + n_examples * m
     values = st.lists(st.floats(-2, 2, allow_subnormal=False), min_size=size, max_size=size)
     return draw(values), shape, draw(values)
 
 
 def build_batch_graph(pool, shape):
-    m, n_dots, n_examples, bias, activation, flaw, scale = shape
+    m, n_dots, n_examples, bias, activation, flaw, scale, made = shape
     leaves = [Value(x) for x in pool]
     weights = [leaves[d * m:(d + 1) * m] for d in range(n_dots)]
     biases = leaves[n_dots * m:n_dots * (m + 1)]
     inputs = [leaves[n_dots * (m + 1) + e * m:n_dots * (m + 1) + (e + 1) * m]
               for e in range(n_examples)]
+    front = []
+    if made:                            # read last to first by a node the tape meets first
+        rows = [[x + 0.0 for x in row] for row in (weights if made == "weights" else inputs)]
+        front = [engine.sum([x for row in reversed(rows) for x in reversed(row)]) * 0.0]
+        if made == "weights":
+            weights = rows
+        else:
+            inputs = rows
     if flaw == "shared input" and n_examples > 1:
         inputs[-1][0] = inputs[0][0]
     elif flaw == "weight as input":
@@ -445,20 +455,22 @@ def build_batch_graph(pool, shape):
         if flaw == "reads a weight":
             total = total * weights[-1][-1]
         outs.append(total)
-    return leaves, engine.sum(outs) * scale
+    return leaves, engine.sum(front + outs) * scale
 
 
 @fuzz
 @given(batch_graphs())
 def test_blocks_replay_the_bits_of_a_rebuilt_graph(case):
     pool, shape, new = case
-    m, n_dots, n_examples, _, _, flaw, _ = shape
+    m, n_dots, n_examples, _, _, flaw, _, made = shape
     for compile in (engine.compile, engine._compile_in_backward_order):
         leaves, root = build_batch_graph(pool, shape)
         step = compile(root)
         if n_examples > 1 and n_dots > 1:   # every example's layer in one block, but where a
             whole = (n_examples, n_dots, m)     # flaw forbids it
             assert step._blocks == [whole] if flaw is None else whole not in step._blocks
+            if flaw is None:                # leaves in place, made rows out of order gathered
+                assert step._in_place == [(made != "weights", made != "inputs")]
         for leaf, x in zip(leaves, new):
             leaf.data, leaf.grad = x, 0.0
         _, rebuilt = build_batch_graph(new, shape)
@@ -478,6 +490,7 @@ def test_blocks_form_for_each_layer_of_a_network_a_batch_goes_through():
     # then every activation, then every second layer: both layers are blocks
     step = engine.compile(loss)
     assert step._by_depth and step._blocks == [(3, 4, 3), (3, 4, 4)]
+    assert step._in_place == [(True, True), (True, True)]     # no gathering
     # numbers as inputs become leaves of their own; rebuilt in place, they are the same
     assert engine.compile(engine.sum([model(row) for row in X]))._blocks == [(3, 4, 3), (3, 4, 4)]
     plain = engine._compile_without_layers(loss)
