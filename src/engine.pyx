@@ -982,16 +982,15 @@ def cross_entropy(logits, target):
 # ---------------------------------------------------------------------------------------------
 # Bulk copies between Values and arrays (for optimizers and Module.get_params/set_params)
 
-cdef tuple all_values(values):
-    cdef tuple items = tuple(values)
-    check_values(items)
-    return items
+cdef object list_or_snapshot(values):
+    # values as a list or tuple, read in place if it is one (a loop that runs no Python code
+    # can't see it change), else a snapshot; not checked
+    return values if type(values) is list or type(values) is tuple else tuple(values)
 
 
 cdef object values_in_place(values):
-    # values as a list or tuple of Values, read in place if it is one (a loop that runs no
-    # Python code can't see it change), else a snapshot
-    items = values if type(values) is list or type(values) is tuple else tuple(values)
+    # list_or_snapshot(values), checked to be made Values
+    items = list_or_snapshot(values)
     check_values(items)
     return items
 
@@ -1033,10 +1032,11 @@ def descend(values, double lr):
 # Iterating the Values can run Python code (a generator that resizes the array): they are
 # read before the array's buffer is taken, a list or tuple in place, anything else into a
 # snapshot. Taking the buffer can run Python code too (an exporter's __buffer__), so the
-# Values and the sizes are checked after it. The loops run no Python code.
+# Values and the sizes are checked after it (once: each check reads every Value). The loops run
+# no Python code.
 def copy_to_array(values, out, bint grads=False):
     """Write each Value's data (or grad, with grads=True) into out, a float64 array as long."""
-    items = values_in_place(values)
+    items = list_or_snapshot(values)
     cdef double[::1] view = out
     check_values(items)
     check_sizes(len(items), view.shape[0])
@@ -1048,7 +1048,7 @@ def copy_to_array(values, out, bint grads=False):
 
 def copy_from_array(values, source, bint grads=False):
     """Set each Value's data (or grad, with grads=True) from source, a float64 array as long."""
-    items = values_in_place(values)
+    items = list_or_snapshot(values)
     cdef const double[::1] view = source
     check_values(items)
     check_sizes(len(items), view.shape[0])
