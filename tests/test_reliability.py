@@ -107,7 +107,10 @@ def test_resident_size_stays_flat_over_million_node_graphs():
         y.backward()
         del x, y
         sizes.append(resident_mb())
-    assert max(sizes[2:]) - sizes[1] < 8, sizes
+    # After some tests (tests/test_engine.py, run before this file alone) the C library's heap
+    # settles into two states, ~55 MB apart, taken in turn: the lowest of the last rounds
+    # against the lowest of the first shows growth, not which state a round ended in.
+    assert min(sizes[-5:]) - min(sizes[1:6]) < 8, sizes
 
 
 def test_a_dropped_graph_gives_back_all_but_the_slabs_kept_for_the_next():
