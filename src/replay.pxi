@@ -957,6 +957,7 @@ cdef extern from *:
     #if !defined(MICROGRAD_C_SCALAR) && (defined(__SSE2__) || defined(_M_X64))
     #include <emmintrin.h>
     #define MICROGRAD_C_VECTOR 1
+    #define MICROGRAD_C_BUILD_KERNELS "sse2"
     typedef __m128d micrograd_c_pair;
     #define MICROGRAD_C_LOAD _mm_loadu_pd
     #define MICROGRAD_C_STORE _mm_storeu_pd
@@ -966,6 +967,7 @@ cdef extern from *:
     #elif !defined(MICROGRAD_C_SCALAR) && (defined(__aarch64__) || defined(_M_ARM64))
     #include <arm_neon.h>
     #define MICROGRAD_C_VECTOR 1
+    #define MICROGRAD_C_BUILD_KERNELS "neon"
     typedef float64x2_t micrograd_c_pair;
     #define MICROGRAD_C_LOAD vld1q_f64
     #define MICROGRAD_C_STORE vst1q_f64
@@ -974,6 +976,7 @@ cdef extern from *:
     #define MICROGRAD_C_SPLAT vdupq_n_f64
     #else
     #define MICROGRAD_C_VECTOR 0
+    #define MICROGRAD_C_BUILD_KERNELS "plain C"
     #endif
 
     /* Four examples by four neurons, forward: for i in turn, a[4 e + k] += w[k][i] * x[e][i],
@@ -1060,15 +1063,135 @@ cdef extern from *:
             gx[m + i] = h1;
         }
     }
+
+    /* The same two kernels on four doubles side by side (AVX), compiled for x86-64 CPUs that
+       have it whatever the build's target, and chosen when the CPU running them has it
+       (micrograd_c_kernels). Each lane as above: the same bits. */
+    #if MICROGRAD_C_VECTOR && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    #include <immintrin.h>
+    #define MICROGRAD_C_AVX 1
+    #define MICROGRAD_C_WIDE_TERMS(k)                                                   \
+        u = _mm256_add_pd(_mm256_loadu_pd(gw + k * m + i), _mm256_mul_pd(x1, g1_##k));   \
+        _mm256_storeu_pd(gw + k * m + i, _mm256_add_pd(u, _mm256_mul_pd(x0, g0_##k)));   \
+        v = _mm256_loadu_pd(w + k * m + i);                                             \
+        v1 = _mm256_add_pd(v1, _mm256_mul_pd(v, g1_##k));                               \
+        v0 = _mm256_add_pd(v0, _mm256_mul_pd(v, g0_##k));
+    __attribute__((target("avx")))
+    static void micrograd_c_four_by_four_forward_avx(int m, const double* w4, const double* x,
+                                                     double* a)
+    {
+        int i;
+        __m256d a0 = _mm256_loadu_pd(a), a1 = _mm256_loadu_pd(a + 4),
+                a2 = _mm256_loadu_pd(a + 8), a3 = _mm256_loadu_pd(a + 12), w;
+        for (i = 0; i < m; i++) {
+            w = _mm256_loadu_pd(w4 + 4 * i);
+            a0 = _mm256_add_pd(a0, _mm256_mul_pd(w, _mm256_broadcast_sd(x + i)));
+            a1 = _mm256_add_pd(a1, _mm256_mul_pd(w, _mm256_broadcast_sd(x + m + i)));
+            a2 = _mm256_add_pd(a2, _mm256_mul_pd(w, _mm256_broadcast_sd(x + 2 * m + i)));
+            a3 = _mm256_add_pd(a3, _mm256_mul_pd(w, _mm256_broadcast_sd(x + 3 * m + i)));
+        }
+        _mm256_storeu_pd(a, a0); _mm256_storeu_pd(a + 4, a1);
+        _mm256_storeu_pd(a + 8, a2); _mm256_storeu_pd(a + 12, a3);
+    }
+    __attribute__((target("avx")))
+    static void micrograd_c_two_by_four_backward_avx(int m, const double* w, double* gw,
+                                                     const double* x, double* gx, const double* g)
+    {
+        int i = 0;
+        double t, h0, h1;
+        __m256d g0_0 = _mm256_set1_pd(g[0]), g0_1 = _mm256_set1_pd(g[1]),
+                g0_2 = _mm256_set1_pd(g[2]), g0_3 = _mm256_set1_pd(g[3]),
+                g1_0 = _mm256_set1_pd(g[4]), g1_1 = _mm256_set1_pd(g[5]),
+                g1_2 = _mm256_set1_pd(g[6]), g1_3 = _mm256_set1_pd(g[7]), x0, x1, v0, v1, u, v;
+        for (; i + 4 <= m; i += 4) {
+            x0 = _mm256_loadu_pd(x + i);
+            x1 = _mm256_loadu_pd(x + m + i);
+            v0 = _mm256_loadu_pd(gx + i);
+            v1 = _mm256_loadu_pd(gx + m + i);
+            MICROGRAD_C_WIDE_TERMS(3) MICROGRAD_C_WIDE_TERMS(2)
+            MICROGRAD_C_WIDE_TERMS(1) MICROGRAD_C_WIDE_TERMS(0)
+            _mm256_storeu_pd(gx + i, v0);
+            _mm256_storeu_pd(gx + m + i, v1);
+        }
+        for (; i < m; i++) {
+            h0 = gx[i];
+            h1 = gx[m + i];
+            MICROGRAD_C_TERM(3) MICROGRAD_C_TERM(2) MICROGRAD_C_TERM(1) MICROGRAD_C_TERM(0)
+            gx[i] = h0;
+            gx[m + i] = h1;
+        }
+    }
+    #else
+    #define MICROGRAD_C_AVX 0
+    #endif
+
+    /* Which kernels blocks use: 2 the AVX ones, 1 this build's (vector or plain C); the best
+       the CPU has at import, lower for tests (engine._use_kernels). */
+    static int micrograd_c_kernels = 1;
+    static int micrograd_c_has_avx(void)
+    {
+    #if MICROGRAD_C_AVX
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx") != 0;
+    #else
+        return 0;
+    #endif
+    }
+    static void micrograd_c_block_forward(int m, const double* w4, const double* x, double* a)
+    {
+    #if MICROGRAD_C_AVX
+        if (micrograd_c_kernels == 2) {
+            micrograd_c_four_by_four_forward_avx(m, w4, x, a);
+            return;
+        }
+    #endif
+        micrograd_c_four_by_four_forward(m, w4, x, a);
+    }
+    static void micrograd_c_block_backward(int m, const double* w, double* gw, const double* x,
+                                           double* gx, const double* g)
+    {
+    #if MICROGRAD_C_AVX
+        if (micrograd_c_kernels == 2) {
+            micrograd_c_two_by_four_backward_avx(m, w, gw, x, gx, g);
+            return;
+        }
+    #endif
+        micrograd_c_two_by_four_backward(m, w, gw, x, gx, g);
+    }
     """
     bint VECTOR_KERNELS "MICROGRAD_C_VECTOR"
-    void four_by_four_forward "micrograd_c_four_by_four_forward"(
+    const char* BUILD_KERNELS "MICROGRAD_C_BUILD_KERNELS"
+    int kernels_in_use "micrograd_c_kernels"
+    bint has_avx "micrograd_c_has_avx"() noexcept nogil
+    void four_by_four_forward "micrograd_c_block_forward"(
         int m, const double* w4, const double* x, double* a) noexcept nogil
-    void two_by_four_backward "micrograd_c_two_by_four_backward"(
+    void two_by_four_backward "micrograd_c_block_backward"(
         int m, const double* w, double* gw, const double* x, double* gx,
         const double* g) noexcept nogil
 
 _vector_kernels = VECTOR_KERNELS     # for tests: whether this build's blocks use vector code
+if has_avx():
+    kernels_in_use = 2
+
+
+def _kernel_sets():
+    """For tests and measurements: the kernels blocks can use here, the ones in use first: the
+    build's ("sse2", "neon" or "plain C"), and "avx" where the CPU has it (used then)."""
+    build = BUILD_KERNELS.decode()
+    available = (build,) + (("avx",) if has_avx() else ())
+    in_use = "avx" if kernels_in_use == 2 else build
+    return (in_use,) + tuple(name for name in available if name != in_use)
+
+
+def _use_kernels(str name):
+    """For tests and measurements: make blocks use the kernels `name` (see _kernel_sets());
+    returns the name of those used before."""
+    global kernels_in_use
+    if name not in _kernel_sets():
+        raise ValueError(f"no kernels {name!r} here: {_kernel_sets()}")
+    previous = _kernel_sets()[0]
+    kernels_in_use = 2 if name == "avx" else 1
+    return previous
 
 
 cdef inline const int* dot_links(Replay tape, const Layer* layer, int j) noexcept nogil:

@@ -1,5 +1,6 @@
 """Shared by the tests: tolerant comparison, a tiny interpreter for random expression graphs,
 and the number of examples property tests draw."""
+import contextlib
 import gc
 import math
 import os
@@ -88,3 +89,14 @@ def traced_growth(work, repeats):
         return held + (engine._live_nodes() - nodes) * node_bytes
     finally:
         tracemalloc.stop()
+
+
+@contextlib.contextmanager
+def block_kernels(name):
+    """Replayed blocks use the kernels `name` (engine._kernel_sets()) inside the with."""
+    from micrograd_c import engine
+    previous = engine._use_kernels(name)
+    try:
+        yield
+    finally:
+        engine._use_kernels(previous)

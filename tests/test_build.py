@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from helpers import block_kernels
 from micrograd_c import engine
 from micrograd_c.engine import Value
 
@@ -107,26 +108,35 @@ def test_backward_rounds_each_contribution_before_adding_it_to_a_grad():
         assert x.grad == -1.0 + A * B == 0.0, (path, x.grad)
 
 
-def test_a_replayed_block_rounds_like_floats_in_either_variant_of_its_kernels():
+@pytest.mark.parametrize("m", [2, 5])
+def test_a_replayed_block_rounds_like_floats_in_every_variant_of_its_kernels(m):
     # Four examples through four neurons: one block (src/replay.pxi), whose kernels are vector
-    # code or plain C (MICROGRAD_C_SCALAR=1, as CI builds the sdist), as this build says. Each
-    # dot is -1.0 + A * B + 0.0 * B, 0.0 as floats add; each input's grad starts at -1.0 and
-    # gets 0.0 * B three times, then A * B: 0.0 too.
+    # code or plain C (MICROGRAD_C_SCALAR=1, as CI builds the sdist), as this build says, and
+    # AVX where the CPU has it (chosen then; each variant is tried). Each dot is -1.0 + A * B +
+    # 0.0 * B..., 0.0 as floats add; each input's grad starts at -1.0 and gets 0.0 * B three
+    # times, then A * B: 0.0 too. (m = 5: four terms side by side, then one.)
     scalar = os.environ.get("MICROGRAD_C_SCALAR", "") not in ("", "0")
-    vector_target = platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64")
+    machine = platform.machine().lower()
+    vector_target = machine in ("x86_64", "amd64", "aarch64", "arm64")
     assert engine._vector_kernels == (vector_target and not scalar)
-    weights = [[Value(A if n == 0 else 0.0), Value(0.0)] for n in range(4)]
-    inputs = [[Value(B), Value(B)] for _ in range(4)]
-    dots = [engine.dot(w, x, -1.0) for x in inputs for w in weights]
-    step = engine.compile(engine.sum(dots) * B)
-    assert step._blocks == [(4, 4, 2)]
-    step.forward()
-    assert [dot.data for dot in dots] == [-1.0 + A * B, -1.0, -1.0, -1.0] * 4
-    assert dots[0].data == 0.0
-    for x in inputs:
-        x[0].grad = -1.0
-    step.backward()
-    assert [x[0].grad for x in inputs] == [-1.0 + A * B] * 4 == [0.0] * 4
+    build = "plain C" if scalar or not vector_target else \
+        "sse2" if machine in ("x86_64", "amd64") else "neon"
+    assert set(engine._kernel_sets()) - {"avx"} == {build}
+    for kernels in engine._kernel_sets():
+        with block_kernels(kernels):
+            weights = [[Value(A if n == 0 and i == 0 else 0.0) for i in range(m)]
+                       for n in range(4)]
+            inputs = [[Value(B) for _ in range(m)] for _ in range(4)]
+            dots = [engine.dot(w, x, -1.0) for x in inputs for w in weights]
+            step = engine.compile(engine.sum(dots) * B)
+            assert step._blocks == [(4, 4, m)]
+            step.forward()
+            assert [dot.data for dot in dots] == [-1.0 + A * B, -1.0, -1.0, -1.0] * 4
+            assert dots[0].data == 0.0
+            for x in inputs:
+                x[0].grad = -1.0
+            step.backward()
+            assert [x[0].grad for x in inputs] == [-1.0 + A * B] * 4 == [0.0] * 4, kernels
 
 
 # -- the .pyi stub, the docstrings and the signatures agree -------------------------------------
