@@ -485,11 +485,13 @@ cdef inline int child_position(Value node, Py_ssize_t j) noexcept:
 
 cdef bint by_depth(PtrStack* order, double* saved) noexcept:
     # Puts the nodes after the leaves in order of depth (the longest path up to the root), the
-    # deepest first, keeping backward()'s order among nodes of one depth: still a topological
-    # order (a child is deeper than its parents), in which the examples of a batch go through
-    # each layer one after the other (every first-layer dot, then every activation, then every
-    # second-layer dot...), so that group_blocks finds every layer's block, not the first
-    # layer's only. Kept only if each node's parents come in the same order as before: the
+    # deepest first, a depth's dots before its other nodes, keeping backward()'s order among
+    # the dots of one depth and among its other nodes: still a topological order (a child is
+    # deeper than its parents), in which the examples of a batch go through each layer one
+    # after the other (every first-layer dot, then every activation, then every second-layer
+    # dot...), so that group_blocks finds every layer's block, not the first layer's only (a
+    # node as deep as a layer's dots, the negated target of a squared error z - t, would
+    # otherwise come between them and split the layer). Kept only if each node's parents come in the same order as before: the
     # sweep then gives each grad its contributions in the same order, and backward's bits are
     # the same. record() calls it while every node's grad holds its position (saved[] their
     # grads); it puts the nodes, saved[] and the positions in the new order and returns True,
@@ -511,12 +513,14 @@ cdef bint by_depth(PtrStack* order, double* saved) noexcept:
                 c = child_position(node, j)
                 depth[c] = max(depth[c], depth[i] + 1)
             deepest = max(deepest, depth[i])
-        starts = <int*>PyMem_Calloc(deepest + 3, sizeof(int))
+        starts = <int*>PyMem_Calloc(2 * deepest + 5, sizeof(int))
     if starts != NULL:
         for i in range(n):                  # a counting sort, stable, by key: 0 for a leaf,
-            depth[i] = 0 if is_leaf(<Value>order.items[i]) else deepest + 1 - depth[i]
-            starts[depth[i] + 1] += 1       # else the deepest first
-        for key in range(1, deepest + 3):
+            node = <Value>order.items[i]    # else the deepest first, a depth's dots first
+            depth[i] = 0 if is_leaf(node) else \
+                2 * (deepest + 1 - depth[i]) + (node.op != DOT)
+            starts[depth[i] + 1] += 1
+        for key in range(1, 2 * deepest + 5):
             starts[key] += starts[key - 1]
         for i in range(n):
             place[i] = starts[depth[i]]

@@ -483,19 +483,31 @@ def test_blocks_replay_the_bits_of_a_rebuilt_graph(case):
                 replay_matches_rebuilding(root, rebuilt)
 
 
-def test_blocks_form_for_each_layer_of_a_network_a_batch_goes_through():
+def squared_error_of(model, X):
+    # the batch's sum((z - t)**2) against one-hot targets: each -t is as deep as the last
+    # layer's dots
+    return engine.sum([(z - t) ** 2 for e, row in enumerate(X)
+                       for k, z in enumerate(model([Value(x) for x in row]))
+                       for t in [Value(float(k == e % 2))]])
+
+
+@pytest.mark.parametrize("loss_of, sizes, blocks", [
+    (lambda model, X: engine.sum([model([Value(x) for x in row]) for row in X]), [4, 4, 1],
+     [(3, 4, 3), (3, 4, 4)]),
+    (squared_error_of, [4, 2], [(3, 4, 3), (3, 2, 4)])])
+def test_blocks_form_for_each_layer_of_a_network_a_batch_goes_through(loss_of, sizes, blocks):
     random.seed(0)
-    model = MLP(3, [4, 4, 1])
+    model = MLP(3, sizes)
     X = [[0.5, -1.0, 2.0], [1.5, 0.2, -0.3], [0.1, 0.2, 0.3]]
-    loss = engine.sum([model([Value(x) for x in row]) for row in X])
+    loss = loss_of(model, X)
     # in backward()'s order the second layer's inputs, the first's activations, are made between
-    # the examples' first layers; ordered by depth, every example's first layer comes first,
-    # then every activation, then every second layer: both layers are blocks
+    # the examples' first layers; ordered by depth (a depth's dots first), every example's first
+    # layer comes first, then every activation, then every second layer: each layer is a block
     step = engine.compile(loss)
-    assert step._by_depth and step._blocks == [(3, 4, 3), (3, 4, 4)]
-    assert step._in_place == [(True, True), (True, True)]     # no gathering
-    # numbers as inputs become leaves of their own; rebuilt in place, they are the same
-    assert engine.compile(engine.sum([model(row) for row in X]))._blocks == [(3, 4, 3), (3, 4, 4)]
+    assert step._by_depth and step._blocks == blocks
+    assert step._in_place == [(True, True)] * len(blocks)     # no gathering
+    if sizes[-1] == 1:  # numbers as inputs become leaves of their own; rebuilt in place, the same
+        assert engine.compile(engine.sum([model(row) for row in X]))._blocks == blocks
     plain = engine._compile_without_layers(loss)
     assert plain._blocks == [] and not plain._by_depth
     for x in walk(loss):
