@@ -10,10 +10,12 @@ cdef extern from "math.h":
 
 
 # a ** b is the C library's pow, as Python's float ** is (setup.py builds with -fno-builtin-pow:
-# GCC would fold pow(x, -1.0) into 1.0 / x, which is not glibc's pow in 0.08% of doubles). Two
-# exponents are everywhere (a / b is a * b**-1, as upstream, and its derivative has b**-2) and
-# have a shortcut that gives pow's own result: the nearest double to the exact value, computed
-# with one division, whenever the exact value is not within 0.46 ulp of the next double. pow
+# GCC would fold pow(x, -1.0) into 1.0 / x, which is not glibc's pow in 0.08% of doubles). Four
+# exponents are everywhere (a / b is a * b**-1, as upstream, and its derivative has b**-2; a
+# squared error has a**2, and its derivative a**1) and have a shortcut that gives pow's own
+# result: a**1 is a; the others the nearest double to the exact value, computed with one
+# multiplication or division, whenever the exact value is not within 0.46 ulp of the next
+# double (a midpoint between two doubles, as a**2 can be exactly, goes to pow). pow
 # errs by at most 0.54 ulp (glibc's and musl's pow, since 2018), so there it returns the
 # nearest double too; elsewhere pow itself is called. Checked against pow on 4e8 doubles here,
 # and in tests/test_floats.py. Where the C library is not known to meet that bound (setup.py
@@ -65,6 +67,11 @@ cdef inline double power(double a, double b) noexcept nogil:
     cdef double r, s, t, u
     if not POW_IS_CORRECTLY_BOUNDED:
         return c_pow(a, b)
+    if b == 2.0 and 1e-75 < fabs(a) < 1e75:                    # a ** 2 (a squared error), and
+        s = a * a                                               # its derivative 2 a ** 1:
+        return shortcut(s, product_error(a, a, s), a, b)        # a * a == s + error exactly
+    if b == 1.0:                        # exact, a double: pow (< 1 ulp off) gives a itself
+        return a
     if b == -1.0 and 1e-150 < fabs(a) < 1e150:
         r = 1.0 / a
         u = a * r

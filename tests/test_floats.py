@@ -4,26 +4,32 @@ import math
 import random
 import struct
 
+from helpers import same_float
 from micrograd_c import engine
 from micrograd_c.engine import Value
 
 
 def test_the_pow_shortcuts_give_pows_own_bits():
-    # a ** -1 and a ** -2 take a shortcut (src/ops.pxi, power) that must be libm's pow to the
-    # bit, as Python's float ** and math.pow are; random doubles of every size, and near 1
+    # a ** -1, a ** -2, a ** 2 and a ** 1 take a shortcut (src/floats.pxi, power) that must be
+    # libm's pow to the bit, as Python's float ** and math.pow are; random doubles of every
+    # size, near 1, and odd integers whose squares are 54 bits long: exactly halfway between
+    # two doubles (which pow decides); near them, up to 30-bit integers and their halves
     rng = random.Random(7)
     xs = [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(200_000)]
     xs += [rng.uniform(-4, 4) for _ in range(200_000)] + [rng.uniform(0.999, 1.001)
                                                            for _ in range(50_000)]
+    xs += [float(2 * rng.randrange(47_453_133, 67_108_864) + 1) for _ in range(20_000)]
+    xs += [rng.randrange(1, 1 << 30) / rng.choice([1, 2, 1 << 20]) for _ in range(50_000)]
+    xs += [math.inf, -math.inf, math.nan, 0.0, -0.0, 5e-324, 1e-300, 1e300]
     for x in xs:
-        if not math.isfinite(x) or x == 0:
-            continue
-        for b in (-1.0, -2.0):
+        for b in (-1.0, -2.0, 2.0, 1.0):
+            if b < 0 and (not math.isfinite(x) or x == 0):
+                continue
             try:
                 expected = math.pow(x, b)
             except OverflowError:
                 continue
-            assert struct.pack("<d", engine._power(x, b)) == struct.pack("<d", expected), (x, b)
+            assert same_float(engine._power(x, b), expected), (x, b)
 
 
 def test_a_tiny_grad_times_a_derivative_is_the_float_product():
