@@ -513,7 +513,8 @@ cdef bint by_depth(PtrStack* order, double* saved) noexcept:
                 c = child_position(node, j)
                 depth[c] = max(depth[c], depth[i] + 1)
             deepest = max(deepest, depth[i])
-        starts = <int*>PyMem_Calloc(2 * deepest + 5, sizeof(int))
+        if deepest < (INT_MAX - 5) // 2:    # every key an int (a chain of 1e9 nodes is not)
+            starts = <int*>PyMem_Calloc(2 * deepest + 5, sizeof(int))
     if starts != NULL:
         for i in range(n):                  # a counting sort, stable, by key: 0 for a leaf,
             node = <Value>order.items[i]    # else the deepest first, a depth's dots first
@@ -1399,10 +1400,10 @@ cdef inline Py_ssize_t place_leaf(int* place, int leaf, Py_ssize_t n, Py_ssize_t
 
 
 cdef unsigned char rows_in_place(Replay tape, const Layer* first) noexcept:
-    cdef int m = first.m, j, e, i
+    cdef Py_ssize_t m = first.m, j, e, i
     cdef unsigned char found = WEIGHTS_IN_PLACE | INPUTS_IN_PLACE
     cdef const int* w
-    cdef int w0 = dot_links(tape, first, 0)[0], x0 = dot_links(tape, first, 0)[m]
+    cdef Py_ssize_t w0 = dot_links(tape, first, 0)[0], x0 = dot_links(tape, first, 0)[m]
     for j in range(first.members):
         w = dot_links(tape, first, j)
         for i in range(m):

@@ -51,8 +51,8 @@ def bits(x):
 
 def test_power_gives_the_bits_of_float_pow_at_its_edges_and_in_every_binade():
     # tests/test_floats.py checks random doubles; these are where a shortcut can go wrong: the
-    # edges of its ranges (1e-150, 1e150 for ** -1, 1e-75, 1e75 for ** -2) and of the normal
-    # range, powers of two and their neighbours, and every binade's random mantissas.
+    # edges of its ranges (1e-150, 1e150 for ** -1, 1e-75, 1e75 for ** -2 and ** 2) and of the
+    # normal range, powers of two and their neighbours, and every binade's random mantissas.
     rng = random.Random(16)
     xs = []
     for edge in (1e-150, 1e150, 1e-75, 1e75, 2.0 ** -1022, 1.0, 2.0, 0.5, 3.0):
@@ -63,7 +63,7 @@ def test_power_gives_the_bits_of_float_pow_at_its_edges_and_in_every_binade():
     checked = 0
     for x in xs:
         for x in (x, -x):
-            for b in (-1.0, -2.0):
+            for b in (-1.0, -2.0, 2.0, 1.0):
                 try:
                     expected = x ** b                 # Python's float **: the C library's pow
                 except (OverflowError, ZeroDivisionError):
