@@ -67,11 +67,6 @@ cdef inline double power(double a, double b) noexcept nogil:
     cdef double r, s, t, u
     if not POW_IS_CORRECTLY_BOUNDED:
         return c_pow(a, b)
-    if b == 2.0 and 1e-75 < fabs(a) < 1e75:                    # a ** 2 (a squared error), and
-        s = a * a                                               # its derivative 2 a ** 1:
-        return shortcut(s, product_error(a, a, s), a, b)        # a * a == s + error exactly
-    if b == 1.0:                        # exact, a double: pow (< 1 ulp off) gives a itself
-        return a
     if b == -1.0 and 1e-150 < fabs(a) < 1e150:
         r = 1.0 / a
         u = a * r
@@ -82,6 +77,11 @@ cdef inline double power(double a, double b) noexcept nogil:
         r = 1.0 / s
         u = s * r
         return shortcut(r, ((1.0 - u) - product_error(s, r, u) - r * t) * r, a, b)  # 1/(s+t) - r
+    if b == 2.0 and 1e-75 < fabs(a) < 1e75:                    # a ** 2 (a squared error), and
+        s = a * a                                               # its derivative 2 a ** 1:
+        return shortcut(s, product_error(a, a, s), a, b)        # a * a == s + error exactly
+    if b == 1.0:                        # exact, a double: pow (< 1 ulp off) gives a itself
+        return a
     return c_pow(a, b)
 
 
