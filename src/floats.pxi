@@ -17,8 +17,8 @@ cdef extern from "math.h":
 # multiplication or division, whenever the exact value is not within 0.46 ulp of the next
 # double (a midpoint between two doubles, as a**2 can be exactly, goes to pow). pow
 # errs by at most 0.54 ulp (glibc's and musl's pow, since 2018), so there it returns the
-# nearest double too; elsewhere pow itself is called. Checked against pow on 4e8 doubles here,
-# and in tests/test_floats.py. Where the C library is not known to meet that bound (setup.py
+# nearest double too; elsewhere pow itself is called. Checked against pow on 4e8 doubles here
+# (** -1 and ** -2; ** 2 and ** 1 on 1.4e6), and in tests/test_floats.py. Where the C library is not known to meet that bound (setup.py
 # decides: glibc and musl do), power() is pow itself.
 cdef extern from *:                     # 1 or 0, decided by setup.py (pow_is_correctly_bounded)
     const bint POW_IS_CORRECTLY_BOUNDED "MICROGRAD_C_POW_IS_CORRECTLY_BOUNDED"
