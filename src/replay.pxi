@@ -90,7 +90,7 @@ cdef class Replay:
     cdef int* layer_nodes
     cdef int* block_layers              # see Layer
     cdef int n_block_layers
-    cdef double* scratch                # a block's weights, inputs and their grads, gathered
+    cdef double* scratch                # see make_scratch
     cdef Py_ssize_t scratch_size
     cdef int* leaves                    # the positions of the LEAF nodes
     cdef Py_ssize_t n_plain             # the tape's first nodes, those without children
@@ -373,6 +373,7 @@ cdef Replay compile_tape(object root, bint layers, bint reorder):
         group_layers(tape)
         group_blocks(tape)
         place_leaves(tape)
+        make_scratch(tape)
     return tape
 
 
@@ -491,11 +492,11 @@ cdef bint by_depth(PtrStack* order, double* saved) noexcept:
     # after the other (every first-layer dot, then every activation, then every second-layer
     # dot...), so that group_blocks finds every layer's block, not the first layer's only (a
     # node as deep as a layer's dots, the negated target of a squared error z - t, would
-    # otherwise come between them and split the layer). Kept only if each node's parents come in the same order as before: the
-    # sweep then gives each grad its contributions in the same order, and backward's bits are
-    # the same. record() calls it while every node's grad holds its position (saved[] their
-    # grads); it puts the nodes, saved[] and the positions in the new order and returns True,
-    # or changes nothing.
+    # otherwise come between them and split the layer). Kept only if each node's parents come
+    # in the same order as before: the sweep then gives each grad its contributions in the
+    # same order, and backward's bits are the same. record() calls it while every node's grad
+    # holds its position (saved[] their grads); it puts the nodes, saved[] and the positions in
+    # the new order and returns True, or changes nothing.
     cdef Py_ssize_t n = order.size, i, j, deepest = 0
     cdef int c, key
     cdef bint keeps = True, moves = False
@@ -934,7 +935,8 @@ cdef inline bint tiny(double g) noexcept nogil:
 # -- blocks: a layer's dots for every example of a batch ----------------------------------------
 # The examples of a batch go through the same layers: each example's layer (above) has the same
 # weights. group_blocks makes a block of such layers, and it is computed at its first layer,
-# on its weights and inputs gathered into arrays (no index load per term), many sums side by
+# on its weights and inputs as rows of arrays (no index load per term: where the tape has them
+# so, see place_leaves, else gathered into a scratch array), many sums side by
 # side, each adding its own terms in its own order: forward, four examples by four neurons
 # (sixteen sums); backward, two examples by four neurons, two terms at a time (each term's
 # grads are sums of their own). A block needs, on top of what each of its layers needs:
@@ -949,14 +951,16 @@ cdef inline bint tiny(double g) noexcept nogil:
 #   weights. Each such grad then gathers the block's contributions in the sweep's order: a
 #   weight's from the examples from the last to the first, an input's from the neurons from the
 #   last to the first.
-# A block costs 4 bytes per layer in it; one scratch array, as big as the biggest block's
-# weights and inputs twice over, serves every block.
+# A block costs 4 bytes per layer in it; one scratch array serves every block, as big as the
+# biggest needs (block_scratch): for a block in place, its weights and biases once.
 
 # The two kernels that do a block's arithmetic, in C: vector code on two doubles side by side
 # where every CPU of the build's target has it (SSE2 on x86-64, NEON on aarch64), unless the
 # build defines MICROGRAD_C_SCALAR (setup.py: MICROGRAD_C_SCALAR=1); plain C otherwise. Each
 # lane of a vector operation is the scalar operation on that lane's numbers, rounded alike (no
-# FMA: setup.py's -ffp-contract=off), so both give the same bits; CI tests both builds.
+# FMA: setup.py's -ffp-contract=off), so all give the same bits; an AVX variant (below) is
+# chosen at import where the CPU has it. The block tests run every variant the CPU can run;
+# CI's wheels have the vector and AVX ones, its sdist build plain C.
 cdef extern from *:
     """
     #if !defined(MICROGRAD_C_SCALAR) && (defined(__SSE2__) || defined(_M_X64))
@@ -1226,7 +1230,6 @@ cdef void group_blocks(Replay tape) noexcept:
     # An optimisation, as group_layers. Candidates for a layer's block are the later layers
     # whose first dot has the same first weight (a list per weight: next_with[]).
     cdef int n = tape.n_layers, a, b, count, used = 0, k
-    cdef Py_ssize_t scratch = 0
     cdef Layer* first
     if n < 2:
         return
@@ -1271,22 +1274,49 @@ cdef void group_blocks(Replay tape) noexcept:
             block_layers[used + k] = chosen[k]
         first.examples = count
         used += count
-        scratch = max(scratch, 2 * (<Py_ssize_t>first.members + count) * first.m)
     PyMem_Free(marks)
     PyMem_Free(taken)
     PyMem_Free(head)
     PyMem_Free(next_with)
     PyMem_Free(chosen)
-    tape.scratch = <double*>PyMem_Malloc(scratch * sizeof(double)) if used else NULL
-    if tape.scratch == NULL:            # no block, or no memory for one: every layer alone
+    if used == 0:
         PyMem_Free(block_layers)
-        for a in range(n):
-            tape.layers[a].examples = 1
-            tape.layers[a].block = -1
         return
     tape.block_layers = block_layers
     tape.n_block_layers = used
-    tape.scratch_size = scratch
+
+
+cdef void make_scratch(Replay tape) noexcept:
+    # The one scratch array every block shares, as big as the biggest block needs (after
+    # place_leaves, which decides what a block must gather); without the memory for it, no
+    # blocks: every layer alone.
+    cdef Py_ssize_t size = 0
+    cdef int a
+    if tape.n_block_layers == 0:
+        return
+    for a in range(tape.n_layers):
+        if tape.layers[a].examples > 1:
+            size = max(size, block_scratch(&tape.layers[a]))
+    tape.scratch = <double*>PyMem_Malloc(size * sizeof(double))
+    if tape.scratch == NULL:
+        PyMem_Free(tape.block_layers)
+        tape.block_layers = NULL
+        tape.n_block_layers = 0
+        for a in range(tape.n_layers):
+            tape.layers[a].examples = 1
+            tape.layers[a].block = -1
+        return
+    tape.scratch_size = size
+
+
+cdef inline Py_ssize_t block_scratch(const Layer* first) noexcept:
+    # Doubles of scratch a block's passes use: forward, its weights four neurons interleaved,
+    # each neuron's bias, and its inputs unless in place; backward, its weights and inputs with
+    # their grads unless in place, then each neuron's bias sum.
+    cdef Py_ssize_t N = first.members, E = first.examples, m = first.m
+    cdef Py_ssize_t weights = 0 if first.in_place & WEIGHTS_IN_PLACE else 2 * N * m
+    cdef Py_ssize_t inputs = 0 if first.in_place & INPUTS_IN_PLACE else E * m
+    return max(N * m + N + inputs, weights + 2 * inputs, N)
 
 
 cdef bint block_valid(Replay tape, const int* chosen, int count, char* marks) noexcept:
@@ -1436,9 +1466,9 @@ cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept n
     cdef int E = first.examples, N = first.members, m = first.m, N4 = N - N % 4, e, n, i, k, j
     cdef const Layer* layer
     cdef double* W = tape.scratch      # neurons n..n+3 at W + n m, weight i of n + k at 4 i + k;
-    cdef double* X = W + N * m          # the other neurons' weights in rows; inputs in rows (in
-    cdef double* B = X + E * m          # place, or gathered); each neuron's bias, a Value's
-    cdef const int* w                   # (every example's) or 0
+    cdef double* B = W + N * m          # the other neurons' weights in rows; each neuron's bias,
+    cdef double* X = B + N              # a Value's (every example's) or 0; inputs in rows (in
+    cdef const int* w                   # place, or gathered)
     cdef double starts[16]
     cdef double a
     for n in range(N):
@@ -1488,10 +1518,10 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     cdef const Layer* l1
     cdef double* values = tape.values
     cdef double* grads = tape.grads
-    cdef double* W = tape.scratch
-    cdef double* GW = W + N * m
-    cdef double* X = GW + N * m
-    cdef double* GX = X + E * m
+    cdef double* W = tape.scratch       # weights, their grads, inputs, theirs: those gathered,
+    cdef double* GW = W + N * m         # in this order (block_scratch)
+    cdef double* X
+    cdef double* GX
     cdef const double* x0
     cdef const double* x1
     cdef double* gx0
@@ -1507,13 +1537,16 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
                 return
     if E % 2:                           # the last example, which the sweep reaches first
         layer_backward(tape, block_layer(tape, first, E - 1))
+    X = GW + N * m
     if first.in_place & WEIGHTS_IN_PLACE:
+        X = tape.scratch
         W = values + dot_links(tape, first, 0)[0]
         GW = grads + dot_links(tape, first, 0)[0]
     else:
         for n in range(N):
             gather(W + n * m, values, dot_links(tape, first, n), m)
             gather(GW + n * m, grads, dot_links(tape, first, n), m)
+    GX = X + E * m
     if first.in_place & INPUTS_IN_PLACE:
         X = values + dot_links(tape, first, 0)[m]
         GX = grads + dot_links(tape, first, 0)[m]

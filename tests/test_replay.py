@@ -306,10 +306,12 @@ def test_state_per_node_is_small():
     layers = step._layers                           # 32 bytes each, 4 per node in one
     assert len(layers) == 200
     blocks = step._blocks                           # 4 bytes per layer, and a scratch array
-    assert blocks == [(100, 16, 2), (100, 16, 16)]  # for a block's weights, inputs and grads
+    assert blocks == [(100, 16, 2), (100, 16, 16)]  # as big as the biggest block needs: in
+    assert step._in_place == [(True, True)] * 2     # place, its weights and biases once
     assert step.nbytes <= (40 * len(step) + 4 * links + 64 +
                            sum(32 + 4 * (dots + between) for dots, between, _ in layers) +
-                           sum(4 * n + 16 * (n + dots) * m for n, dots, m in blocks))
+                           sum(4 * n for n, _, _ in blocks) +
+                           max(8 * dots * (m + 1) for _, dots, m in blocks))
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     again = engine.compile(loss)
