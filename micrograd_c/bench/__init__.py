@@ -48,9 +48,10 @@ pick instead; on digits_epoch), and any module with micrograd's API given by --e
 that are not installed are listed as skipped.
 
 Method (these machines are shared and noisy: no absolute time is trusted alone)
-- One warm-up run, then rounds in which every engine runs once, in reversed order every other
-  round; the ratio against upstream (on fastest_autograd: against micrograd_c and torch) is
-  taken round by round and the median reported. nodes: the graph nodes one run makes (for a
+- One warm-up run, then rounds in which every engine runs once, fastest first (by its last
+  time: engines of like speed run close together), in reversed order every other round; the
+  ratio against upstream (on fastest_autograd: against micrograd_c and torch) is taken round
+  by round and the median reported. nodes: the graph nodes one run makes (for a
   replay, the nodes it replays).
 - A run shorter than 50 ms runs again, untimed, for 20 ms (at least once) just before each
   timed run, so that what precedes it is its own previous runs, as in a training loop, and

@@ -146,6 +146,11 @@ WARM_UP_S = 0.02
 # small part of seconds. Its median is then of few runs, but its spread is small beside its
 # ratio to the others.
 SLOW_RUN_S = 1.0
+# Within a round, engines run fastest first (by their last time; the order reverses every other
+# round): a ratio is of runs made close together. In the given order, torch's 0.5 s run came
+# between micrograd_c's and floats' on fastest_autograd, and this host's speed moves by up to 2x
+# within seconds: floats measured 3.5 and 6.7 ms in rounds a few seconds apart, and the median
+# of per-round ratios read 1.4x where the two runs' own medians were 1.06x apart.
 
 
 def slow(task, seconds):
@@ -199,6 +204,8 @@ def measure(task, engines, tick, failures=None):
         for engine, record, run in (runs if task.warmup else []):
             time_once(engine, record, run, warmup=True)
         for r in range(task.rounds):
+            if last:        # fastest first: engines of like speed run next to each other
+                runs.sort(key=lambda item: last.get((item[0].name, item[1]["phase"]), 0.0))
             for engine, record, run in (runs if r % 2 == 0 else runs[::-1]):
                 timed_enough = slow(task, last.get((engine.name, record["phase"]), 0.0)) and \
                     len(record["times_s"]) >= task.slow_rounds
