@@ -9,6 +9,7 @@ MLP written as matrix products in numpy and PyTorch (the benchmark's method), an
 confusion matrix and test digits with their predicted labels as a PNG.
 """
 import argparse
+import functools
 import os
 import time
 
@@ -75,16 +76,18 @@ def train(model, X, y, epochs, batch_size, seed):
     return seconds / epochs
 
 
-def time_a_step(rounds=ROUNDS):
-    """The benchmark's digits_epoch (the same batches of 32, softmax cross-entropy, plain SGD) on
-    each engine compared, side by side in alternated rounds: ({name: record}, {name: why not})."""
+def time_a_step(batch_size=32, rounds=ROUNDS):
+    """The benchmark's digits_epoch (the same batches of batch_size, softmax cross-entropy, plain
+    SGD) on each engine compared, side by side in alternated rounds: ({name: record}, {name: why
+    not})."""
     from micrograd_c import bench
 
-    task = bench.Task("digits_epoch", bench.digits_epoch, rounds, variant="cross_entropy")
+    task = bench.Task("digits_epoch", functools.partial(bench.digits_epoch, batch_size=batch_size),
+                      rounds, variant="cross_entropy")
     return bench.side_by_side(task, [REPLAYED, REBUILT, *INSTEAD])
 
 
-def comparison(records, skipped, rounds=ROUNDS):
+def comparison(records, skipped, rounds=ROUNDS, batch_size=32):
     """The lines that say what time_a_step() measured."""
     from micrograd_c.bench import ratio
 
@@ -99,8 +102,8 @@ def comparison(records, skipped, rounds=ROUNDS):
             instead.append(f"{label} {records[name]['median_s'] * 1e3:.2f} ms")
     return [f"replaying the compiled graph is {ratio(rebuilt, replayed):.0f}x faster than "
             f"rebuilding it every batch here ({replayed['median_s'] * 1e3:.2f} vs "
-            f"{rebuilt['median_s'] * 1e3:.1f} ms per training step, median of {rounds} "
-            "alternated rounds)",
+            f"{rebuilt['median_s'] * 1e3:.1f} ms per training step on a batch of {batch_size}, "
+            f"median of {rounds} alternated rounds)",
             "the same step as matrix products over the batch, timed in the same rounds: "
             + ", ".join(instead) + " (full comparison: python -m micrograd_c.bench --workloads "
             "digits_epoch)"]
@@ -172,7 +175,8 @@ def main(argv=None):
           f"{per_epoch * 1e3:.0f} ms per epoch")
     if args.compare:
         print("timing a training step side by side (a few seconds)...")
-        print("\n".join(comparison(*time_a_step())))
+        records, skipped = time_a_step(args.batch_size)
+        print("\n".join(comparison(records, skipped, batch_size=args.batch_size)))
     if args.plot:
         try:
             plot(model, X_test, y_test, args.out, predictions)

@@ -39,6 +39,17 @@ def test_a_step_is_timed_beside_rebuilding_numpy_and_pytorch(capsys):
         assert milliseconds(instead[0], "PyTorch tensors") > 0
 
 
+def test_the_step_is_timed_on_batches_of_the_size_asked_for(capsys):
+    from micrograd_c import digits
+
+    # oracle: the graph of a batch of 4, built here (a batch of 32 has 4,172 nodes more)
+    nodes = len(digits.Batch(digits.make_model(0), 4).step)
+    records, _ = digits_demo.time_a_step(batch_size=4, rounds=1)
+    assert records["micrograd_c-replay"]["nodes"] == nodes
+    assert digits_demo.main(["--epochs", "1", "--no-plot", "--batch-size", "4"]) == 0
+    assert "per training step on a batch of 4," in capsys.readouterr().out
+
+
 def test_an_engine_that_cannot_run_is_named_with_its_reason():
     def record(seconds):
         return {"status": "ok", "median_s": seconds, "times_s": [seconds] * 5}

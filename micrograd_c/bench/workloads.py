@@ -250,21 +250,21 @@ def sgd(model, lr):
     return PythonSGD(model, lr)
 
 
-def digits_epoch(engine, loss="cross_entropy", seed=0, model=None):
-    """One SGD step of the digits classifier on a batch of 32; returns (run, nodes). Each run
-    trains `model` (default: digits_model(engine, seed)) on the next batch of a shuffled epoch,
-    the same batches in the same order on every engine; an engine that replays builds and
-    compiles one batch's graph (digits.Batch: the images and one-hot labels are leaves set in
-    place)."""
+def digits_epoch(engine, loss="cross_entropy", seed=0, model=None, batch_size=DIGITS_BATCH):
+    """One SGD step of the digits classifier on a batch of batch_size examples; returns (run,
+    nodes). Each run trains `model` (default: digits_model(engine, seed)) on the next batch of
+    a shuffled epoch, the same batches in the same order on every engine; an engine that
+    replays builds and compiles one batch's graph (digits.Batch: the images and one-hot labels
+    are leaves set in place)."""
     if engine.batched is not None:
-        return batched_digits_epoch(engine, loss, seed)
+        return batched_digits_epoch(engine, loss, seed, batch_size)
     loss_of = digits_loss(engine, loss)
     images, labels = digits_data(seed)
     model = digits_model(engine, seed) if model is None else model
     optimizer = sgd(model, DIGITS_LR)
-    batches = digits.batches(len(images), DIGITS_BATCH, np.random.default_rng(seed))
+    batches = digits.batches(len(images), batch_size, np.random.default_rng(seed))
     if engine.replays:
-        batch = digits.Batch(model, DIGITS_BATCH, loss_of)
+        batch = digits.Batch(model, batch_size, loss_of)
         X, y = np.array(images), np.array(labels)
 
         def step(rows):
@@ -286,7 +286,7 @@ def digits_epoch(engine, loss="cross_entropy", seed=0, model=None):
         # not a batch (upstream takes seconds to build one).
         one, two = (engine.count_nodes(digits_graph(engine, model, loss_of, images[:n],
                                                     labels[:n])) for n in (1, 2))
-        nodes = one + (DIGITS_BATCH - 1) * (two - one)
+        nodes = one + (batch_size - 1) * (two - one)
     k = 0
 
     def run():
@@ -297,13 +297,13 @@ def digits_epoch(engine, loss="cross_entropy", seed=0, model=None):
     return run, nodes
 
 
-def batched_digits_epoch(engine, loss="cross_entropy", seed=0):
+def batched_digits_epoch(engine, loss="cross_entropy", seed=0, batch_size=DIGITS_BATCH):
     """digits_epoch for an engine that runs the whole batch as matrices (micrograd_c.batched:
     numpy by hand, PyTorch tensors): the same weights, batches, loss and SGD. It makes no graph
     of scalar nodes: nodes is None."""
     images, labels = digits_data(seed)
     X, onehot = np.array(images), ONE_HOT[labels]
-    batches = digits.batches(len(images), DIGITS_BATCH, np.random.default_rng(seed))
+    batches = digits.batches(len(images), batch_size, np.random.default_rng(seed))
     # A first step on another model loads what the library loads once (torch: ~1 s), which is
     # no batch's cost.
     engine.batched(digits.make_model(seed)).step(X[batches[0]], onehot[batches[0]], DIGITS_LR,
