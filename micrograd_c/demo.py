@@ -20,10 +20,9 @@ import time
 import numpy as np
 
 from micrograd_c import engine, moons, upstream
+from micrograd_c.digits import EXTRA_HINT
 from micrograd_c.engine import Value
 from micrograd_c.nn import MLP
-
-EXTRA_HINT = "pip install 'micrograd_c[demo]'"
 
 
 def progress(steps):

@@ -16,7 +16,7 @@ from micrograd_c.nn import MLP, cross_entropy
 from micrograd_c.optim import Adam
 
 CLASSES = 10
-EXTRA_HINT = "pip install 'micrograd_c[demo]'"     # as the demos say it
+EXTRA_HINT = "pip install 'micrograd_c[demo]'"     # what both demos say an optional part needs
 
 
 def load(seed=0, test_size=360):
