@@ -83,16 +83,24 @@ class build_ext_per_compiler(build_ext):
         super().build_extensions()
 
     def takes(self, flag):
-        """Whether the compiler compiles a small C file with `flag` and without a warning."""
+        """Whether the compiler compiles a small C file with `flag` and without a warning. The
+        compiler's complaint about a flag it lacks goes nowhere: a build log that said "error:
+        optimization flag ... is not supported" would read as a failed build."""
         with tempfile.TemporaryDirectory() as folder:
             source = os.path.join(folder, "probe.c")
             with open(source, "w") as file:
                 file.write("int probe(void) { return 0; }\n")
+            saved = os.dup(2)
             try:
+                with open(os.devnull, "w") as nowhere:
+                    os.dup2(nowhere.fileno(), 2)
                 self.compiler.compile([source], output_dir=folder,
                                       extra_postargs=[flag, "-Werror"])
             except CompileError:
                 return False
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
         return True
 
 
