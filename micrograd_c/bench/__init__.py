@@ -40,13 +40,13 @@ Engines: micrograd_c (micrograd_c.nn, fused neurons), micrograd_c-unfused (upstr
 micrograd_c's Value: run where an nn is used), micrograd_c-replay (micrograd_c with the graph
 built and compiled once by engine.compile; a run replays it, updates with optim.SGD and, on
 train_step and wide_mlp, counts the accuracy on the scores copied out with copy_to_array: on
-train_step, wide_mlp, fastest_autograd, digits_epoch), micrograd (upstream), micrograd-nogc (upstream with the cyclic
-GC off), torch (0-d float64 tensors, on upstream's nn.py for the MLPs: the same scalar graph),
-floats (plain Python floats, forward only: the floor of any engine whose graph Python rebuilds;
-on train_step, wide_mlp and fastest_autograd), numpy and torch-tensors (the digits MLP written
-by hand as matrix products over the batch, and as torch.nn.Linear layers: what a user would
-pick instead; on digits_epoch), and any module with micrograd's API given by --engine. Engines
-that are not installed are listed as skipped.
+train_step, wide_mlp, fastest_autograd, digits_epoch), micrograd (upstream), micrograd-nogc
+(upstream with the cyclic GC off), torch (0-d float64 tensors, on upstream's nn.py for the MLPs:
+the same scalar graph), floats (plain Python floats, forward only: the floor of any engine whose
+graph Python rebuilds; on train_step, wide_mlp and fastest_autograd), numpy and torch-tensors
+(the digits MLP written by hand as matrix products over the batch, and as torch.nn.Linear
+layers: what a user would pick instead; on digits_epoch), and any module with micrograd's API
+given by --engine. Engines that are not installed are listed as skipped.
 
 Method (these machines are shared and noisy: no absolute time is trusted alone)
 - One warm-up run, then rounds in which every engine runs once, fastest first (by its last
