@@ -40,21 +40,19 @@ def test_side_by_side_times_the_engines_that_run_here_and_says_why_not_the_other
 
 
 def test_engines_run_fastest_first_once_timed_so_that_like_speeds_run_together(monkeypatch):
-    import time
-    monkeypatch.setattr(bench.measuring, "WARM_UP_S", 0.0)
     order = []
 
-    def setup(engine):          # engine "e0.06"'s run takes 0.06 s
-        seconds = float(engine.name[1:])
-        return (lambda: (order.append(seconds), time.sleep(seconds))), 1
+    def timed(engine, run):     # engine "e0.6"'s run takes 0.6 s, by this clock
+        run()
+        return float(engine.name[1:])
 
-    engines = [bench.Engine(f"e{s}", float) for s in (0.06, 0.0, 0.07, 0.001)]
+    def setup(engine):
+        return (lambda: order.append(engine.name)), 1
+
+    monkeypatch.setattr(bench.measuring, "timed", timed)
+    engines = [bench.Engine(f"e{s}", float) for s in (0.6, 0.2, 0.7, 0.1)]
     bench.measure(bench.Task("expression", setup, 3), engines, tick=lambda: None)
-    runs = []
-    for seconds in order:       # a run shorter than 50 ms is warmed up (here: run once) first
-        if not runs or runs[-1] != seconds:
-            runs.append(seconds)
-    assert runs[:4] == [0.06, 0.0, 0.07, 0.001]         # the task's warm-up: as given
-    # then fastest first, and the other way round in every other round (where a round ends with
-    # the engine the next starts with, that engine's two runs read as one here)
-    assert runs[4:] == [0.0, 0.001, 0.06, 0.07] + [0.06, 0.001, 0.0] + [0.001, 0.06, 0.07]
+    assert order[:4] == ["e0.6", "e0.2", "e0.7", "e0.1"]         # the task's warm-up: as given
+    # then fastest first, and the other way round every other round
+    assert order[4:] == ["e0.1", "e0.2", "e0.6", "e0.7"] + ["e0.7", "e0.6", "e0.2", "e0.1"] + \
+        ["e0.1", "e0.2", "e0.6", "e0.7"]
