@@ -830,16 +830,17 @@ def dot(ws, xs, bias=None):
     return dot_node(ws, tuple(xs), bias)
 
 
-cdef Value dot_node(object ws, tuple x, object bias):
-    # The inputs are a snapshot (tuple() of a tuple is the tuple itself), and so are the
-    # weights, but for a list of Values with inputs that are all Values and a bias that needs
-    # no conversion (a layer's neuron): no Python code can run then that could change the list
-    # before it is read in place, but a finalizer run by a garbage collection while the
-    # children are allocated, which is checked for.
-    cdef bint in_place = (type(ws) is list and all_values_in(ws) and all_values_in(x) and
-                          (bias is None or type(bias) is float or isinstance(bias, Value)))
-    cdef tuple w = None if in_place else tuple(ws)
-    cdef Py_ssize_t n = len(ws) if in_place else len(w), i
+cdef Value dot_node(object ws, tuple x, object bias, bint x_checked=False):
+    # The inputs are a snapshot (tuple() of a tuple is the tuple itself); x_checked says the
+    # caller found every one a made Value (all_values_in). The weights are read in place when
+    # they are a list of made Values and the bias needs no conversion (a layer's neuron):
+    # checked once the children are allocated, as a garbage collection then could run a
+    # finalizer that changes the list, and after it no Python code runs. Else they are a
+    # snapshot too, taken then.
+    cdef bint a_list = (type(ws) is list and
+                        (bias is None or type(bias) is float or isinstance(bias, Value)))
+    cdef tuple w = None if a_list else tuple(ws)
+    cdef Py_ssize_t n = len(ws) if a_list else len(w), i
     cdef bint bias_is_value = isinstance(bias, Value)
     cdef double number_bias = 0.0
     if len(x) != n:
@@ -851,12 +852,14 @@ cdef Value dot_node(object ws, tuple x, object bias):
     # Children: w[0..n), x[0..n), then the bias if it is a Value (an odd count says so). A
     # number bias is kept in the node.
     cdef tuple children = new_children(2 * n + bias_is_value)
-    if in_place:
-        if len(ws) != n or not all_values_in(ws):
-            raise RuntimeError("dot()'s list of weights changed while dot() read it")
+    if a_list and len(ws) == n and all_values_in(ws) and (x_checked or all_values_in(x)):
         set_children(children, 0, ws)
         set_children(children, n, x)
     else:
+        if a_list:
+            w = tuple(ws)
+            if len(w) != n:
+                raise RuntimeError("dot()'s list of weights changed while dot() read it")
         for i in range(n):
             set_child(children, i, as_value(w[i], "dot() operand"))
             set_child(children, n + i, as_value(x[i], "dot() operand"))
@@ -889,9 +892,10 @@ def layer(neurons, inputs):
             break
     cdef list out = []
     cdef Value node
+    cdef bint x_checked = all_values_in(x)     # a tuple: it stays so
     for neuron in neurons:
         activation = neuron.activation
-        node = dot_node(neuron.w, x, neuron.b)
+        node = dot_node(neuron.w, x, neuron.b, x_checked)
         if activation == "relu":
             node = unary_op(RELU, node, 0.0, True)
         elif activation == "tanh":

@@ -609,6 +609,22 @@ def test_a_cycle_through_an_unmade_value_cannot_be_built():
         a.__init__(1.0, (b,), "c")
 
 
+def test_an_unmade_value_is_refused_as_a_weight_input_or_bias_of_a_dot_or_a_layer():
+    from micrograd_c.nn import Neuron
+    made = [Value(1.0), Value(2.0)]
+    for w, x, b in (([Value.__new__(Value), made[0]], made, None),
+                    (made, [made[0], Value.__new__(Value)], None),
+                    (made, tuple(made), Value.__new__(Value)),
+                    ([made[0], 3.0], [Value.__new__(Value), 2.0], 0.5)):
+        with pytest.raises(ValueError, match="never initialised"):
+            engine.dot(w, x, b)
+        neuron = Neuron(2)
+        neuron.w, neuron.b = w, (Value(0.0) if b is None else b)
+        with pytest.raises(ValueError, match="never initialised"):
+            engine.layer([Neuron(2), neuron], x)
+    assert engine.layer([Neuron(2)], made)[0].data >= 0.0     # a made layer still works
+
+
 def test_a_value_cannot_be_remade():
     # remaking a node could give it its own parent as a child: a cycle the GC can't see
     a = Value(1.0)
