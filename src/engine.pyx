@@ -840,7 +840,7 @@ cdef Value dot_node(object ws, tuple x, object bias, bint x_checked=False):
     cdef bint a_list = (type(ws) is list and
                         (bias is None or type(bias) is float or isinstance(bias, Value)))
     cdef tuple w = None if a_list else tuple(ws)
-    cdef Py_ssize_t n = len(ws) if a_list else len(w), i
+    cdef Py_ssize_t n = Py_SIZE(<PyObject*>ws) if a_list else len(w), i
     cdef bint bias_is_value = isinstance(bias, Value)
     cdef double number_bias = 0.0
     if len(x) != n:
@@ -852,7 +852,8 @@ cdef Value dot_node(object ws, tuple x, object bias, bint x_checked=False):
     # Children: w[0..n), x[0..n), then the bias if it is a Value (an odd count says so). A
     # number bias is kept in the node.
     cdef tuple children = new_children(2 * n + bias_is_value)
-    if a_list and len(ws) == n and all_values_in(ws) and (x_checked or all_values_in(x)):
+    if a_list and Py_SIZE(<PyObject*>ws) == n and all_values_in(ws) and \
+            (x_checked or all_values_in(x)):
         set_children(children, 0, ws)
         set_children(children, n, x)
     else:
