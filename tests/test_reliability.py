@@ -132,6 +132,48 @@ def test_a_dropped_graph_gives_back_all_but_the_slabs_kept_for_the_next():
     assert built > 800_000 * 72 and kept <= (32 << 20) + (1 << 17), (built, kept)
 
 
+def test_a_dropped_graph_gives_back_all_but_the_children_tuples_kept_for_the_next():
+    # The tuples of children of dead n-ary nodes are kept for reuse up to 8 MiB (src/engine.pyx:
+    # keep_spare); here 24 MB of them are dropped
+    leaves = [Value(float(i)) for i in range(1000)]
+    engine._trim_slabs()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        sums = [engine.sum(leaves) for _ in range(3000)]
+        built = tracemalloc.get_traced_memory()[0] - before
+        del sums
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # and the sums' own slabs (3,000 nodes, four 64 KiB slabs) are kept for the next graph
+    assert built > 3000 * 1000 * 8 and kept <= (8 << 20) + (1 << 19), (built, kept)
+    assert engine._spare_tuple_bytes() <= 8 << 20
+
+
+def test_nodes_made_from_kept_tuples_hold_their_own_children():
+    # Hand-derived: every node of the second graph, made from the first's emptied tuples, sends
+    # its grad to its own children only; a tuple the user still holds is never emptied or reused
+    a = [Value(float(i)) for i in range(40)]
+    mine = tuple(a[:3])
+    first = [engine.sum(a[k:k + 20]) for k in range(0, 40, 20)] + [
+        engine.dot(a[:10], a[10:20]), Value(1.0, mine, "f")]
+    del first
+    b = [Value(float(i + 100)) for i in range(40)]
+    s1, s2 = engine.sum(b[:20]), engine.sum(b[20:])
+    d = engine.dot(b[:10], b[10:20])
+    kept = Value(2.0, mine, "g")
+    total = s1 * 2.0 + s2 + d
+    total.backward()
+    assert s1._prev == set(b[:20]) and s2._prev == set(b[20:]) and d._prev == set(b[:20])
+    assert total.data == 2 * sum(range(100, 120)) + sum(range(120, 140)) + sum(
+        (100 + i) * (110 + i) for i in range(10))
+    assert [v.grad for v in b] == [2.0 + 110.0 + i for i in range(10)] + [
+        2.0 + 100.0 + i for i in range(10)] + [1.0] * 20
+    assert all(v.grad == 0.0 for v in a)
+    assert mine == tuple(a[:3]) and kept._prev == set(a[:3])
+
+
 @settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 3000), st.floats(0, 1)), min_size=1, max_size=12))
 def test_values_made_and_dropped_in_any_pattern_keep_their_numbers(rounds):
