@@ -28,9 +28,10 @@ ROUNDS = 5
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m micrograd_c.demo digits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=20, help="passes over the training set "
-                        "(default 20)")
-    parser.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    parser.add_argument("--epochs", type=int, default=digits.EPOCHS,
+                        help=f"passes over the training set (default {digits.EPOCHS})")
+    parser.add_argument("--batch-size", type=int, default=digits.BATCH_SIZE,
+                        help=f"examples per step (default {digits.BATCH_SIZE})")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for the split, the weights and the shuffles (default 0)")
     parser.add_argument("--out", default="digits.png",
@@ -76,7 +77,7 @@ def train(model, X, y, epochs, batch_size, seed):
     return seconds / epochs
 
 
-def time_a_step(batch_size=32, rounds=ROUNDS):
+def time_a_step(batch_size=digits.BATCH_SIZE, rounds=ROUNDS):
     """The benchmark's digits_epoch (the same batches of batch_size, softmax cross-entropy, plain
     SGD) on each engine compared, side by side in alternated rounds: ({name: record}, {name: why
     not})."""
@@ -87,7 +88,7 @@ def time_a_step(batch_size=32, rounds=ROUNDS):
     return bench.side_by_side(task, [REPLAYED, REBUILT, *INSTEAD])
 
 
-def comparison(records, skipped, rounds=ROUNDS, batch_size=32):
+def comparison(records, skipped, rounds=ROUNDS, batch_size=digits.BATCH_SIZE):
     """The lines that say what time_a_step() measured."""
     from micrograd_c.bench import ratio
 

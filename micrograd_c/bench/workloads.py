@@ -163,8 +163,8 @@ def fastest_autograd(engine, n_operations=10_000):
 
 # -- digits_epoch: mini-batch training of the digits classifier --------------------------------
 
-DIGITS_BATCH = 32
-DIGITS_EPOCHS = 20          # the digits demo's default
+DIGITS_BATCH = digits.BATCH_SIZE
+DIGITS_EPOCHS = digits.EPOCHS       # the digits demo's defaults
 DIGITS_LR = 0.1             # plain SGD: p.data -= lr * p.grad, on every engine (see sgd())
 # Upstream has no exp() or log(), so no softmax: squared error is the loss every engine can run.
 DIGITS_LOSSES = ("cross_entropy", "squared_error")
