@@ -796,7 +796,7 @@ cdef tuple new_children(Py_ssize_t size):
     global spare_bytes
     cdef PyObject* spare
     cdef tuple children
-    if size <= SPARE_TUPLE_ITEMS and spare_tuples[size] != NULL:
+    if 0 < size <= SPARE_TUPLE_ITEMS and spare_tuples[size] != NULL:
         spare = spare_tuples[size]
         spare_tuples[size] = (<PyTupleObject*>spare).ob_item[0]
         (<PyTupleObject*>spare).ob_item[0] = NULL
