@@ -812,9 +812,9 @@ cdef tuple new_children(Py_ssize_t size):
 # Spare tuples: the emptied children tuples of dead nodes, kept for new nodes of the same size
 # (as CPython keeps tuples of up to 20 items; a layer's are bigger). Making and freeing them
 # was ~7% of the demo's fused step (PyTuple_New, tupledealloc, the allocator); reused, the
-# step takes 0.86-0.88x the time (in-process A/B). spare_tuples[n] lists those of n items,
-# linked through their first item, out of the GC's view, up to SPARE_TUPLE_BYTES in all;
-# keeping one never allocates. Not from Python 3.14, whose tuples cache their hash.
+# step takes 0.86-0.89x the time (in-process A/B, four runs). spare_tuples[n] lists those of
+# n items, linked through their first item, out of the GC's view, up to SPARE_TUPLE_BYTES in
+# all; keeping one never allocates. Not from Python 3.14, whose tuples cache their hash.
 cdef enum:
     SPARE_TUPLE_ITEMS = 1024
     SPARE_TUPLE_BYTES = 8 << 20
