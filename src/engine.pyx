@@ -1052,77 +1052,72 @@ cdef object list_or_snapshot(values):
     return values if type(values) is list or type(values) is tuple else tuple(values)
 
 
-cdef object values_in_place(values):
-    # list_or_snapshot(values), checked to be made Values
-    items = list_or_snapshot(values)
-    check_values(items)
-    return items
-
-
-cdef int check_values(object items) except -1:
-    if all_values_in(items):
-        return 0
-    for item in items:
-        if not isinstance(item, Value):
-            raise TypeError(f"expected Values, got '{type(item).__name__}'")
-        check_made(<Value>item)
-    return 0
-
-
 cdef check_sizes(Py_ssize_t values, Py_ssize_t size):
     if values != size:
         raise ValueError(f"{values} Values but an array of {size}")
 
 
+# Each loop checks every item as it comes to it: a pass that checked them all first read every
+# Value twice, which was 6% of a replayed digits step. So a non-Value raises TypeError after the
+# items before it are done, as the Python loop would. (A Value that __init__ never made is as
+# good as any here: only ops must refuse one, see check_made.) The loops run no Python code.
+
 def zero_grads(values):
     """Set every Value's grad to 0.0, in a compiled loop (Module.zero_grad, the optimizers)."""
-    items = values_in_place(values)
-    cdef PyObject** array = PySequence_Fast_ITEMS(items)
+    items = list_or_snapshot(values)
+    cdef PyObject** p = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
     for i in range(Py_SIZE(<PyObject*>items)):
-        (<Value>array[i]).grad = 0.0
+        check_item(p[i])
+        (<Value>p[i]).grad = 0.0
 
 
 def descend(values, double lr):
     """p.data -= lr * p.grad for every Value p, in a compiled loop (optim.SGD's plain step):
     the numbers of that Python loop, to the bit."""
-    items = values_in_place(values)
-    cdef PyObject** array = PySequence_Fast_ITEMS(items)
+    items = list_or_snapshot(values)
+    cdef PyObject** p = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
     for i in range(Py_SIZE(<PyObject*>items)):
-        (<Value>array[i]).data -= lr * (<Value>array[i]).grad
+        check_item(p[i])
+        (<Value>p[i]).data -= lr * (<Value>p[i]).grad
 
 
 # Iterating the Values can run Python code (a generator that resizes the array): they are
 # read before the array's buffer is taken, a list or tuple in place, anything else into a
 # snapshot. Taking the buffer can run Python code too (an exporter's __buffer__), so the
-# Values and the sizes are checked after it (once: each check reads every Value). The loops run
-# no Python code.
+# sizes are compared after it.
 def copy_to_array(values, out, bint grads=False):
     """Write each Value's data (or grad, with grads=True) into out, a float64 array as long."""
     items = list_or_snapshot(values)
     cdef double[::1] view = out
-    check_values(items)
     check_sizes(len(items), view.shape[0])
-    cdef PyObject** array = PySequence_Fast_ITEMS(items)
+    cdef PyObject** p = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
     for i in range(view.shape[0]):
-        view[i] = (<Value>array[i]).grad if grads else (<Value>array[i]).data
+        check_item(p[i])
+        view[i] = (<Value>p[i]).grad if grads else (<Value>p[i]).data
 
 
 def copy_from_array(values, source, bint grads=False):
     """Set each Value's data (or grad, with grads=True) from source, a float64 array as long."""
     items = list_or_snapshot(values)
     cdef const double[::1] view = source
-    check_values(items)
     check_sizes(len(items), view.shape[0])
-    cdef PyObject** array = PySequence_Fast_ITEMS(items)
+    cdef PyObject** p = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
     for i in range(view.shape[0]):
+        check_item(p[i])
         if grads:
-            (<Value>array[i]).grad = view[i]
+            (<Value>p[i]).grad = view[i]
         else:
-            (<Value>array[i]).data = view[i]
+            (<Value>p[i]).data = view[i]
+
+
+cdef inline int check_item(PyObject* item) except -1:
+    if Py_TYPE(item) != <PyTypeObject*>Value:     # Value is final: no subclass to accept
+        raise TypeError(f"expected Values, got '{type(<object>item).__name__}'")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -874,6 +874,34 @@ def test_zero_grads_zeroes_every_grad_and_takes_only_values():
         engine.zero_grads([vs[0], 1.0])
 
 
+def test_bulk_operations_meet_a_non_value_as_the_python_loop_would():
+    # Each item is checked as the loop reaches it: the Values before a non-Value are done, as
+    # in `for p in params: p.data -= lr * p.grad`, and the error names what was found.
+    def fresh():
+        vs = [Value(float(i)) for i in range(300)]
+        for v in vs:
+            v.grad = 0.5
+        return vs[:200] + [None] + vs[200:]
+    ours, theirs = fresh(), fresh()
+    with pytest.raises(TypeError, match="expected Values, got 'NoneType'"):
+        engine.descend(ours, 0.25)
+    with pytest.raises(AttributeError):
+        for p in theirs:
+            p.data -= 0.25 * p.grad
+    assert [getattr(v, "data", v) for v in ours] == [getattr(v, "data", v) for v in theirs]
+    assert ours[0].data == -0.125 and ours[-1].data == 299.0
+    ours = fresh()
+    with pytest.raises(TypeError, match="got 'NoneType'"):
+        engine.zero_grads(ours)
+    assert [v.grad for v in ours[:200]] == [0.0] * 200
+    assert [v.grad for v in ours[201:]] == [0.5] * 100
+    with pytest.raises(TypeError, match="got 'str'"):
+        engine.copy_from_array([Value(1.0), "x"], np.zeros(2), grads=True)
+    unmade = Value.__new__(Value)       # harmless here: only ops refuse it
+    engine.copy_from_array([unmade], np.array([3.0]))
+    assert unmade.data == 3.0
+
+
 def test_copies_between_values_and_an_array_move_data_and_grads_and_refuse_mismatches():
     vs = [Value(float(i)) for i in range(5)]
     out = np.zeros(5)
