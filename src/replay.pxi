@@ -136,6 +136,15 @@ cdef class Replay:
                 self.n_layers * sizeof(Layer) + self.n_layer_nodes() * sizeof(int) +
                 self.n_block_layers * sizeof(int) + self.scratch_size * sizeof(double))
 
+    cdef inline Py_ssize_t first_dot(self, int k) noexcept nogil:
+        # the tape position of layer k's first dot, or -1 past the last layer
+        return self.layer_nodes[self.layers[k].start] if 0 <= k < self.n_layers else -1
+
+    cdef inline Py_ssize_t last_dot(self, int k) noexcept nogil:
+        # the tape position of layer k's last dot, or -1 before the first layer
+        return self.layer_nodes[self.layers[k].start + self.layers[k].members - 1] \
+            if 0 <= k < self.n_layers else -1
+
     cdef Py_ssize_t n_layer_nodes(self):
         if self.n_layers == 0:
             return 0
@@ -204,6 +213,7 @@ cdef class Replay:
         cdef const Layer* layer
         cdef int next_layer = 0
         self.check_recorded()
+        cdef Py_ssize_t layer_at = self.first_dot(0)       # where the next layer is computed
         cdef double* new = self.grads
         cdef const int* links = self.links
         cdef const int* first = self.first
@@ -218,8 +228,8 @@ cdef class Replay:
                 new[i] = (<Value>nodes[i]).data
                 continue
             if ops[i] & IN_LAYER and op == DOT:     # a layer's dots, all at its first
-                layer = &self.layers[next_layer] if next_layer < self.n_layers else NULL
-                if layer != NULL and self.layer_nodes[layer.start] == i:
+                if i == layer_at:
+                    layer = &self.layers[next_layer]
                     if layer.examples == 1:
                         layer_forward(self, layer, new)
                         self.write_data(layer, new)
@@ -229,6 +239,7 @@ cdef class Replay:
                             self.write_data(&self.layers[self.block_layers[layer.block + k]],
                                             new)
                     next_layer += 1
+                    layer_at = self.first_dot(next_layer)
                 continue
             k = first[i]
             if ops[i] & GROUPED:
@@ -281,6 +292,7 @@ cdef class Replay:
         cdef Group* group
         cdef const Layer* layer
         cdef int next_layer = self.n_layers - 1
+        cdef Py_ssize_t layer_at = self.last_dot(next_layer)    # where the next layer is done
         cdef TapeChildren children
         cdef double* values = self.values
         cdef double* grads = self.grads
@@ -295,14 +307,15 @@ cdef class Replay:
                 (<Value>nodes[i]).grad = g
             op = ops[i] & OP_BITS
             if ops[i] & IN_LAYER:               # a layer's nodes, all at its last dot
-                layer = &self.layers[next_layer] if next_layer >= 0 else NULL
-                if layer != NULL and self.layer_nodes[layer.start + layer.members - 1] == i:
+                if i == layer_at:
+                    layer = &self.layers[next_layer]
                     between_backward(self, layer)
                     if layer.examples == 1:
                         layer_backward(self, layer)
                     elif layer.examples > 1:        # a block's first layer, reached last
                         block_backward(self, layer)
                     next_layer -= 1
+                    layer_at = self.last_dot(next_layer)
                 continue
             k = first[i]
             children = TapeChildren(links + k, values, grads)
