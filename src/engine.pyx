@@ -1080,7 +1080,8 @@ def descend(values, double lr):
     cdef Py_ssize_t i
     for i in range(Py_SIZE(<PyObject*>items)):
         check_item(p[i])
-        (<Value>p[i]).data -= lr * (<Value>p[i]).grad
+        # not -=, for which Cython holds a reference to the Value (two writes of its count)
+        (<Value>p[i]).data = (<Value>p[i]).data - lr * (<Value>p[i]).grad
 
 
 # Iterating the Values can run Python code (a generator that resizes the array): they are
