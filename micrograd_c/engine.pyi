@@ -129,6 +129,10 @@ class Replay:
         """For tests: [(examples, dots per example, weights per dot)] of each block found."""
         ...
     @property
+    def _runs(self) -> list[tuple[str, int]]:
+        """For tests: [(op, nodes)] of each run found (see find_runs)."""
+        ...
+    @property
     def _in_place(self) -> list[tuple[bool, bool]]:
         """For tests: [(weights, inputs)] of each block found, whether it reads and writes them
         in place (see place_leaves) rather than gathered."""

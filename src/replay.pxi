@@ -92,6 +92,8 @@ cdef class Replay:
     cdef int n_block_layers
     cdef double* scratch                # see make_scratch
     cdef Py_ssize_t scratch_size
+    cdef int* runs                      # see find_runs: run k is nodes runs[2k]:runs[2k + 1]
+    cdef int n_runs
     cdef int* leaves                    # the positions of the LEAF nodes
     cdef Py_ssize_t n_plain             # the tape's first nodes, those without children
     cdef bint by_depth                  # the tape's order is by_depth's, not backward()'s
@@ -117,6 +119,7 @@ cdef class Replay:
         PyMem_Free(self.block_layers)
         PyMem_Free(self.scratch)
         PyMem_Free(self.leaves)
+        PyMem_Free(self.runs)
 
     def __len__(self):
         return self.size
@@ -134,7 +137,8 @@ cdef class Replay:
                 (self.size + 1 + self.first[self.size]) * sizeof(int) +
                 self.n_groups * sizeof(Group) + self.n_leaves * sizeof(int) +
                 self.n_layers * sizeof(Layer) + self.n_layer_nodes() * sizeof(int) +
-                self.n_block_layers * sizeof(int) + self.scratch_size * sizeof(double))
+                self.n_block_layers * sizeof(int) + self.scratch_size * sizeof(double) +
+                self.n_runs * 2 * sizeof(int))
 
     cdef inline Py_ssize_t first_dot(self, int k) noexcept nogil:
         # the tape position of layer k's first dot, or -1 past the last layer
@@ -180,6 +184,13 @@ cdef class Replay:
                 for i in range(self.n_layers) if self.layers[i].examples > 1]
 
     @property
+    def _runs(self):
+        """For tests: [(op, nodes)] of each run found (see find_runs)."""
+        self.check_recorded()
+        return [(OP_NAMES.get(self.ops[self.runs[2 * k]] & OP_BITS, "**"),
+                 self.runs[2 * k + 1] - self.runs[2 * k]) for k in range(self.n_runs)]
+
+    @property
     def _in_place(self):
         """For tests: [(weights, inputs)] of each block found, whether it reads and writes them
         in place (see place_leaves) rather than gathered."""
@@ -207,13 +218,14 @@ cdef class Replay:
         cdef Py_ssize_t i, k
         cdef unsigned char op
         cdef double out
-        cdef int error
+        cdef int error = NO_ERROR
         cdef TapeChildren children
         cdef const Group* group
         cdef const Layer* layer
-        cdef int next_layer = 0
+        cdef int next_layer = 0, r
         self.check_recorded()
         cdef Py_ssize_t layer_at = self.first_dot(0)       # where the next layer is computed
+        cdef Py_ssize_t start, end
         cdef double* new = self.grads
         cdef const int* links = self.links
         cdef const int* first = self.first
@@ -222,46 +234,68 @@ cdef class Replay:
         cdef PyObject** nodes = self.nodes
         for i in range(self.n_plain):
             new[i] = (<Value>nodes[i]).data
-        for i in range(self.n_plain, self.size):
-            op = ops[i] & OP_BITS
-            if not has_formula(op):
-                new[i] = (<Value>nodes[i]).data
-                continue
-            if ops[i] & IN_LAYER and op == DOT:     # a layer's dots, all at its first
-                if i == layer_at:
-                    layer = &self.layers[next_layer]
-                    if layer.examples == 1:
-                        layer_forward(self, layer, new)
-                        self.write_data(layer, new)
-                    elif layer.examples > 1:        # a block's layers, all at its first
-                        block_forward(self, layer, new)
-                        for k in range(layer.examples):
-                            self.write_data(&self.layers[self.block_layers[layer.block + k]],
-                                            new)
-                    next_layer += 1
-                    layer_at = self.first_dot(next_layer)
-                continue
-            k = first[i]
-            if ops[i] & GROUPED:
-                group = &self.groups[links[first[i + 1] - 1]]
-                if group.first != i:
-                    new[i] = new[group.first]
-                    (<Value>nodes[i]).data = new[i]
+        start = self.n_plain
+        for r in range(self.n_runs + 1):            # the nodes up to a run, then the run
+            end = self.runs[2 * r] if r < self.n_runs else self.size
+            for i in range(start, end):
+                op = ops[i] & OP_BITS
+                if not has_formula(op):
+                    new[i] = (<Value>nodes[i]).data
                     continue
-            children = TapeChildren(links + k, new, NULL)
-            out = node_value(op, children, first[i + 1] - k, constants[i])
-            if not ops[i] & IEEE_NODE:
-                error = node_error(op, children, constants[i], out)
+                if ops[i] & IN_LAYER and op == DOT:     # a layer's dots, all at its first
+                    if i == layer_at:
+                        layer = &self.layers[next_layer]
+                        if layer.examples == 1:
+                            layer_forward(self, layer, new)
+                            self.write_data(layer, new)
+                        elif layer.examples > 1:        # a block's layers, all at its first
+                            block_forward(self, layer, new)
+                            for k in range(layer.examples):
+                                self.write_data(
+                                    &self.layers[self.block_layers[layer.block + k]], new)
+                        next_layer += 1
+                        layer_at = self.first_dot(next_layer)
+                    continue
+                k = first[i]
+                if ops[i] & GROUPED:
+                    group = &self.groups[links[first[i + 1] - 1]]
+                    if group.first != i:
+                        new[i] = new[group.first]
+                        (<Value>nodes[i]).data = new[i]
+                        continue
+                children = TapeChildren(links + k, new, NULL)
+                out = node_value(op, children, first[i + 1] - k, constants[i])
+                if not ops[i] & IEEE_NODE:
+                    error = node_error(op, children, constants[i], out)
+                    if error:
+                        self.fail(i, error)
+                new[i] = out
+                (<Value>nodes[i]).data = out
+            if r < self.n_runs:
+                start = self.runs[2 * r + 1]
+                i = self.unary_forward(ops[end] & OP_BITS, end, start, new,
+                                       not ops[end] & IEEE_NODE, &error)
                 if error:
-                    self.undo_forward(i)
-                    if self.by_depth:      # raise at the node backward()'s order meets first
-                        compile_tape(self.root, False, False).forward()
-                    raise_op_error(error, self.where(i))
-            new[i] = out
-            (<Value>nodes[i]).data = out
+                    self.fail(i, error)
         self.grads = self.values
         self.values = new
         return new[self.size - 1]
+
+    cdef Py_ssize_t unary_forward(self, unsigned char op, Py_ssize_t start, Py_ssize_t end,
+                                  double* new, bint checked, int* error) noexcept:
+        # forward() over a run; returns its end, or where an error stopped it. relu, the
+        # activation of nn's neurons, has a loop of its own (the op a constant there, out of
+        # op_value's dispatch): most runs of a network are relus.
+        if op == RELU:
+            return unary_run_forward(self, RELU, start, end, new, checked, error)
+        return unary_run_forward(self, op, start, end, new, checked, error)
+
+    cdef int fail(self, Py_ssize_t i, int error) except -1:
+        # node i raised in forward(): every Value as it was, and the error raised
+        self.undo_forward(i)
+        if self.by_depth:                   # raise at the node backward()'s order meets first
+            compile_tape(self.root, False, False).forward()
+        raise_op_error(error, self.where(i))
 
     cdef void write_data(self, const Layer* layer, const double* new) noexcept:
         cdef Py_ssize_t k
@@ -293,6 +327,8 @@ cdef class Replay:
         cdef const Layer* layer
         cdef int next_layer = self.n_layers - 1
         cdef Py_ssize_t layer_at = self.last_dot(next_layer)    # where the next layer is done
+        cdef int r
+        cdef Py_ssize_t start, end
         cdef TapeChildren children
         cdef double* values = self.values
         cdef double* grads = self.grads
@@ -301,35 +337,49 @@ cdef class Replay:
         cdef const unsigned char* ops = self.ops
         cdef const double* constants = self.constants
         cdef PyObject** nodes = self.nodes
-        for i in range(self.size - 1, self.n_plain - 1, -1):
-            g = grads[i]
-            if write_back:
-                (<Value>nodes[i]).grad = g
-            op = ops[i] & OP_BITS
-            if ops[i] & IN_LAYER:               # a layer's nodes, all at its last dot
-                if i == layer_at:
-                    layer = &self.layers[next_layer]
-                    between_backward(self, layer)
-                    if layer.examples == 1:
-                        layer_backward(self, layer)
-                    elif layer.examples > 1:        # a block's first layer, reached last
-                        block_backward(self, layer)
-                    next_layer -= 1
-                    layer_at = self.last_dot(next_layer)
-                continue
-            k = first[i]
-            children = TapeChildren(links + k, values, grads)
-            if ops[i] & GROUPED:
-                group = &self.groups[links[first[i + 1] - 1]]
-                if group.last == i:
-                    group.which = local_derivatives(op, children, constants[i], values[i],
-                                                    &group.da, &group.db)
-                send(children, group.which, group.da, group.db, g)
-            else:
-                node_backprop(op, children, first[i + 1] - k, constants[i], values[i], g)
+        end = self.size
+        for r in range(self.n_runs, -1, -1):        # the nodes after a run, then the run
+            start = self.runs[2 * r - 1] if r > 0 else self.n_plain
+            for i in range(end - 1, start - 1, -1):
+                g = grads[i]
+                if write_back:
+                    (<Value>nodes[i]).grad = g
+                op = ops[i] & OP_BITS
+                if ops[i] & IN_LAYER:               # a layer's nodes, all at its last dot
+                    if i == layer_at:
+                        layer = &self.layers[next_layer]
+                        between_backward(self, layer)
+                        if layer.examples == 1:
+                            layer_backward(self, layer)
+                        elif layer.examples > 1:        # a block's first layer, reached last
+                            block_backward(self, layer)
+                        next_layer -= 1
+                        layer_at = self.last_dot(next_layer)
+                    continue
+                k = first[i]
+                children = TapeChildren(links + k, values, grads)
+                if ops[i] & GROUPED:
+                    group = &self.groups[links[first[i + 1] - 1]]
+                    if group.last == i:
+                        group.which = local_derivatives(op, children, constants[i], values[i],
+                                                        &group.da, &group.db)
+                    send(children, group.which, group.da, group.db, g)
+                else:
+                    node_backprop(op, children, first[i + 1] - k, constants[i], values[i], g)
+            if r > 0:
+                end = self.runs[2 * r - 2]
+                self.unary_backward(ops[end] & OP_BITS, end, start, write_back)
         if write_back:                          # the nodes without children: nothing to send
             for i in range(self.n_plain):
                 (<Value>nodes[i]).grad = grads[i]
+
+    cdef void unary_backward(self, unsigned char op, Py_ssize_t start, Py_ssize_t end,
+                             bint write_back) noexcept:
+        # the sweep over a run, from its end; relu's loop its own, as in unary_forward
+        if op == RELU:
+            unary_run_backward(self, RELU, start, end, write_back)
+        else:
+            unary_run_backward(self, op, start, end, write_back)
 
     cdef void undo_forward(self, Py_ssize_t failed) noexcept:
         # The nodes before `failed` got new data, and so did every dot of a layer that begins
@@ -387,6 +437,7 @@ cdef Replay compile_tape(object root, bint layers, bint reorder):
         group_blocks(tape)
         place_leaves(tape)
         make_scratch(tape)
+    find_runs(tape)
     return tape
 
 
@@ -938,6 +989,88 @@ cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
         dot_backprop(TapeChildren(tape.links + tape.first[dots[j]], values, grads),
                      2 * m + layer.bias, grads[dots[j]])
         j -= 1
+
+
+# -- runs: a network's activations side by side ----------------------------------------------
+# The neurons' activations (relu) of a layer are often next to each other on the tape (by_depth
+# puts them so): a run, nodes of one unary op (the same op byte: not in a layer, not grouped),
+# LONG_RUN or more of them. forward() and the sweep do a run in a loop of its own, on the op's
+# own formulas (op_value, local_derivatives), with the op chosen once for the run rather than
+# at every node. 8 bytes per run, for at least LONG_RUN nodes.
+
+cdef enum:
+    LONG_RUN = 8
+
+cdef void find_runs(Replay tape) noexcept:
+    # An optimisation: without the memory for it, the tape has no runs.
+    cdef Py_ssize_t i, end, count = 0
+    cdef int k
+    cdef int* runs
+    for k in range(2):                  # count them, then record them
+        runs = NULL
+        if k == 1:
+            if count == 0:
+                return
+            runs = <int*>PyMem_Malloc(count * 2 * sizeof(int))
+            if runs == NULL:
+                return
+            count = 0
+        i = tape.n_plain
+        while i < tape.size:
+            end = i + 1
+            while end < tape.size and tape.ops[end] == tape.ops[i]:
+                end += 1
+            if (is_unary(tape.ops[i] & OP_BITS) and not tape.ops[i] & (GROUPED | IN_LAYER) and
+                    end - i >= LONG_RUN):
+                if runs != NULL:
+                    runs[2 * count] = <int>i
+                    runs[2 * count + 1] = <int>end
+                count += 1
+            i = end
+    tape.runs = runs
+    tape.n_runs = <int>count
+
+
+cdef inline Py_ssize_t unary_run_forward(Replay tape, unsigned char op, Py_ssize_t start,
+                                         Py_ssize_t end, double* new, bint checked,
+                                         int* error) noexcept:
+    cdef Py_ssize_t i
+    cdef double a, out
+    cdef const int* links = tape.links          # locals: the stores below might alias fields
+    cdef const int* first = tape.first
+    cdef const double* constants = tape.constants
+    cdef PyObject** nodes = tape.nodes
+    for i in range(start, end):
+        a = child_data(TapeChildren(links + first[i], new, NULL), 0)
+        out = op_value(op, a, 0.0, constants[i])
+        if checked and not isfinite(out):
+            error[0] = op_error(op, a, 0.0, constants[i], out)
+            if error[0]:
+                return i
+        new[i] = out
+        (<Value>nodes[i]).data = out
+    return end
+
+
+cdef inline void unary_run_backward(Replay tape, unsigned char op, Py_ssize_t start,
+                                    Py_ssize_t end, bint write_back) noexcept:
+    cdef Py_ssize_t i
+    cdef double g, da, db
+    cdef int which
+    cdef TapeChildren children
+    cdef const double* values = tape.values     # locals: the stores below might alias fields
+    cdef double* grads = tape.grads
+    cdef const int* links = tape.links
+    cdef const int* first = tape.first
+    cdef const double* constants = tape.constants
+    cdef PyObject** nodes = tape.nodes
+    for i in range(end - 1, start - 1, -1):
+        g = grads[i]
+        if write_back:
+            (<Value>nodes[i]).grad = g
+        children = TapeChildren(links + first[i], values, grads)
+        which = local_derivatives(op, children, constants[i], values[i], &da, &db)
+        send(children, which, da, db, g)
 
 
 cdef inline bint tiny(double g) noexcept nogil:

@@ -562,3 +562,48 @@ def test_layers_form_where_a_networks_neurons_are_and_nowhere_else():
     shared = [Value(0.5)] * 3                       # the same weight in every dot: no layer
     xs = [Value(1.0), Value(2.0), Value(3.0)]
     assert engine.compile(engine.sum([engine.dot(shared, xs) for _ in range(4)]))._layers == []
+
+
+RUN_OPS = [("ReLU", lambda x: x.relu()), ("tanh", lambda x: x.tanh()), ("exp", lambda x: x.exp()),
+           ("log", lambda x: x.log()), ("sigmoid", lambda x: x.sigmoid()),
+           ("**", lambda x: x ** 3), ("+", lambda x: x + 2.5), ("*", lambda x: x * -1.5),
+           ("**", lambda x: 1.5 ** x)]
+
+
+@pytest.mark.parametrize("name, op", RUN_OPS)
+def test_a_run_of_one_op_replays_as_rebuilt(name, op):
+    # 20 nodes of one unary op next to each other on the tape: replay does them in a loop of
+    # their own (src/replay.pxi, find_runs); data and grads are a rebuilt graph's, bit for bit
+    rng = random.Random(3)
+    xs = [Value(rng.uniform(0.1, 2.0)) for _ in range(20)]
+    ws = [Value(k + 1.0) for k in range(20)]
+    root = engine.sum([op(x) * w for x, w in zip(xs, ws)]).relu()
+    step = engine.compile(root)
+    assert step._runs == [(name, 20)]
+    for x in xs:
+        x.data = rng.uniform(0.1, 2.0)
+        x.grad = 0.5                                # leaves accumulate, as in backward()
+    copies = [Value(x.data) for x in xs]
+    for c in copies:
+        c.grad = 0.5
+    rebuilt = engine.sum([op(c) * Value(k + 1.0) for k, c in enumerate(copies)]).relu()
+    assert bits(step.forward()) == bits(rebuilt.data)
+    step.backward()
+    rebuilt.backward()
+    replay_matches_rebuilding(root, rebuilt)
+
+
+def test_a_run_that_raises_leaves_everything_as_it_was():
+    xs = [Value(float(k + 1)) for k in range(20)]
+    root = engine.sum([x.log() for x in xs])
+    step = engine.compile(root)
+    assert step._runs == [("log", 20)]
+    everything = walk(root)
+    xs[12].data = -1.0                              # log(-1): the run's 13th node raises
+    before = state(everything)
+    with pytest.raises(ValueError, match="math domain error .replaying node"):
+        step.forward()
+    assert state(everything) == before
+    xs[12].data = 13.0
+    assert bits(step.forward()) == bits(engine.sum([Value(float(k + 1)).log()
+                                                    for k in range(20)]).data)
