@@ -1001,34 +1001,31 @@ cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
 cdef enum:
     LONG_RUN = 8
 
+@cython.cdivision(True)                 # by LONG_RUN: no zero-division check
 cdef void find_runs(Replay tape) noexcept:
     # An optimisation: without the memory for it, the tape has no runs.
-    cdef Py_ssize_t i, end, count = 0
-    cdef int k
-    cdef int* runs
-    for k in range(2):                  # count them, then record them
-        runs = NULL
-        if k == 1:
-            if count == 0:
-                return
-            runs = <int*>PyMem_Malloc(count * 2 * sizeof(int))
-            if runs == NULL:
-                return
-            count = 0
-        i = tape.n_plain
-        while i < tape.size:
-            end = i + 1
-            while end < tape.size and tape.ops[end] == tape.ops[i]:
-                end += 1
-            if (is_unary(tape.ops[i] & OP_BITS) and not tape.ops[i] & (GROUPED | IN_LAYER) and
-                    end - i >= LONG_RUN):
-                if runs != NULL:
-                    runs[2 * count] = <int>i
-                    runs[2 * count + 1] = <int>end
-                count += 1
-            i = end
-    tape.runs = runs
-    tape.n_runs = <int>count
+    cdef Py_ssize_t i = tape.n_plain, end
+    cdef int count = 0
+    cdef int* runs = <int*>PyMem_Malloc((tape.size // LONG_RUN + 1) * 2 * sizeof(int))
+    if runs == NULL:
+        return
+    while i < tape.size:
+        end = i + 1
+        while end < tape.size and tape.ops[end] == tape.ops[i]:
+            end += 1
+        if (is_unary(tape.ops[i] & OP_BITS) and not tape.ops[i] & (GROUPED | IN_LAYER) and
+                end - i >= LONG_RUN):
+            runs[2 * count] = <int>i
+            runs[2 * count + 1] = <int>end
+            count += 1
+        i = end
+    if count == 0:
+        PyMem_Free(runs)
+        return
+    tape.runs = <int*>PyMem_Realloc(runs, count * 2 * sizeof(int))     # as big as they are
+    if tape.runs == NULL:               # a shrinking realloc that failed: keep the old block
+        tape.runs = runs
+    tape.n_runs = count
 
 
 cdef inline Py_ssize_t unary_run_forward(Replay tape, unsigned char op, Py_ssize_t start,
