@@ -244,15 +244,7 @@ cdef class Replay:
                     continue
                 if ops[i] & IN_LAYER and op == DOT:     # a layer's dots, all at its first
                     if i == layer_at:
-                        layer = &self.layers[next_layer]
-                        if layer.examples == 1:
-                            layer_forward(self, layer, new)
-                            self.write_data(layer, new)
-                        elif layer.examples > 1:        # a block's layers, all at its first
-                            block_forward(self, layer, new)
-                            for k in range(layer.examples):
-                                self.write_data(
-                                    &self.layers[self.block_layers[layer.block + k]], new)
+                        self.compute_layer(next_layer, new)
                         next_layer += 1
                         layer_at = self.first_dot(next_layer)
                     continue
@@ -273,6 +265,12 @@ cdef class Replay:
                 (<Value>nodes[i]).data = out
             if r < self.n_runs:
                 start = self.runs[2 * r + 1]
+                if ops[end] & IN_LAYER:             # layers' dots: the layers that begin there
+                    while 0 <= layer_at < start:
+                        self.compute_layer(next_layer, new)
+                        next_layer += 1
+                        layer_at = self.first_dot(next_layer)
+                    continue
                 i = self.unary_forward(ops[end] & OP_BITS, end, start, new,
                                        not ops[end] & IEEE_NODE, &error)
                 if error:
@@ -289,6 +287,18 @@ cdef class Replay:
         if op == RELU:
             return unary_run_forward(self, RELU, start, end, new, checked, error)
         return unary_run_forward(self, op, start, end, new, checked, error)
+
+    cdef void compute_layer(self, int k, double* new) noexcept:
+        # layer k's dots (a block's, at its first layer), to new and to their Values
+        cdef const Layer* layer = &self.layers[k]
+        cdef int e
+        if layer.examples == 1:
+            layer_forward(self, layer, new)
+            self.write_data(layer, new)
+        elif layer.examples > 1:
+            block_forward(self, layer, new)
+            for e in range(layer.examples):
+                self.write_data(&self.layers[self.block_layers[layer.block + e]], new)
 
     cdef int fail(self, Py_ssize_t i, int error) except -1:
         # node i raised in forward(): every Value as it was, and the error raised
@@ -347,12 +357,7 @@ cdef class Replay:
                 op = ops[i] & OP_BITS
                 if ops[i] & IN_LAYER:               # a layer's nodes, all at its last dot
                     if i == layer_at:
-                        layer = &self.layers[next_layer]
-                        between_backward(self, layer)
-                        if layer.examples == 1:
-                            layer_backward(self, layer)
-                        elif layer.examples > 1:        # a block's first layer, reached last
-                            block_backward(self, layer)
+                        self.sweep_layer(next_layer)
                         next_layer -= 1
                         layer_at = self.last_dot(next_layer)
                     continue
@@ -368,10 +373,29 @@ cdef class Replay:
                     node_backprop(op, children, first[i + 1] - k, constants[i], values[i], g)
             if r > 0:
                 end = self.runs[2 * r - 2]
-                self.unary_backward(ops[end] & OP_BITS, end, start, write_back)
+                if ops[end] & IN_LAYER:             # layers' dots: the layers that end there,
+                    while layer_at >= end:          # then the dots' grads, all final
+                        self.sweep_layer(next_layer)
+                        next_layer -= 1
+                        layer_at = self.last_dot(next_layer)
+                    if write_back:
+                        for i in range(end, start):
+                            (<Value>nodes[i]).grad = grads[i]
+                else:
+                    self.unary_backward(ops[end] & OP_BITS, end, start, write_back)
         if write_back:                          # the nodes without children: nothing to send
             for i in range(self.n_plain):
                 (<Value>nodes[i]).grad = grads[i]
+
+    cdef void sweep_layer(self, int k) noexcept:
+        # the sweep over layer k (a block's, at its first layer): the nodes between its dots,
+        # then the dots
+        cdef const Layer* layer = &self.layers[k]
+        between_backward(self, layer)
+        if layer.examples == 1:
+            layer_backward(self, layer)
+        elif layer.examples > 1:
+            block_backward(self, layer)
 
     cdef void unary_backward(self, unsigned char op, Py_ssize_t start, Py_ssize_t end,
                              bint write_back) noexcept:
@@ -991,12 +1015,13 @@ cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
         j -= 1
 
 
-# -- runs: a network's activations side by side ----------------------------------------------
-# The neurons' activations (relu) of a layer are often next to each other on the tape (by_depth
-# puts them so): a run, nodes of one unary op (the same op byte: not in a layer, not grouped),
-# LONG_RUN or more of them. forward() and the sweep do a run in a loop of its own, on the op's
-# own formulas (op_value, local_derivatives), with the op chosen once for the run rather than
-# at every node. 8 bytes per run, for at least LONG_RUN nodes.
+# -- runs: a network's layers and activations side by side --------------------------------------
+# by_depth puts a layer's dots, and then its neurons' activations (relu), next to each other on
+# the tape. A run is LONG_RUN or more such nodes with the same op byte: layers' dots, or nodes of
+# one unary op (not in a layer, not grouped). forward() and the sweep take a run as one: the
+# layers that begin (end) in a run of dots at once, without visiting each dot; a unary run in a
+# loop of its own, on the op's own formulas (op_value, local_derivatives), with the op chosen
+# once for the run rather than at every node. 8 bytes per run, for at least LONG_RUN nodes.
 
 cdef enum:
     LONG_RUN = 8
@@ -1013,8 +1038,8 @@ cdef void find_runs(Replay tape) noexcept:
         end = i + 1
         while end < tape.size and tape.ops[end] == tape.ops[i]:
             end += 1
-        if (is_unary(tape.ops[i] & OP_BITS) and not tape.ops[i] & (GROUPED | IN_LAYER) and
-                end - i >= LONG_RUN):
+        if end - i >= LONG_RUN and (tape.ops[i] & ~IEEE_NODE == IN_LAYER | DOT or (
+                is_unary(tape.ops[i] & OP_BITS) and not tape.ops[i] & (GROUPED | IN_LAYER))):
             runs[2 * count] = <int>i
             runs[2 * count + 1] = <int>end
             count += 1

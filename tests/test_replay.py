@@ -211,6 +211,7 @@ def test_mini_batch_training_equals_rebuilding_every_step():
     targets = [Value(0.0) for _ in range(batch)]
     loss = loss_of(model, inputs, targets)
     step = engine.compile(loss)
+    assert [run for run in step._runs if run[1] == 96] == [("dot", 96), ("ReLU", 96)] * 2
     flat_inputs = [v for row in inputs for v in row]
     for k in range(10):
         rows = slice(k * batch % 60, k * batch % 60 + batch)
@@ -308,7 +309,9 @@ def test_state_per_node_is_small():
     blocks = step._blocks                           # 4 bytes per layer, and a scratch array
     assert blocks == [(100, 16, 2), (100, 16, 16)]  # as big as the biggest block needs: in
     assert step._in_place == [(True, True)] * 2     # place, its weights and biases once
-    assert step.nbytes <= (40 * len(step) + 4 * links + 64 +
+    runs = step._runs                               # 8 bytes each
+    assert runs[:4] == [("dot", 1600), ("ReLU", 1600)] * 2
+    assert step.nbytes <= (40 * len(step) + 4 * links + 64 + 8 * len(runs) +
                            sum(32 + 4 * (dots + between) for dots, between, _ in layers) +
                            sum(4 * n for n, _, _ in blocks) +
                            max(8 * dots * (m + 1) for _, dots, m in blocks))
