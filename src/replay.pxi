@@ -319,10 +319,13 @@ cdef class Replay:
         as upstream). Uses the values of the last forward() (or of the graph as built)."""
         self.check_recorded()
         cdef Py_ssize_t i
-        memset(self.grads, 0, self.size * sizeof(double))
+        cdef double* grads = self.grads         # locals: the stores below might alias fields
+        cdef const int* leaves = self.leaves
+        cdef PyObject** nodes = self.nodes
+        memset(grads, 0, self.size * sizeof(double))
         for i in range(self.n_leaves):
-            self.grads[self.leaves[i]] = (<Value>self.nodes[self.leaves[i]]).grad
-        self.grads[self.size - 1] = 1.0
+            grads[leaves[i]] = (<Value>nodes[leaves[i]]).grad
+        grads[self.size - 1] = 1.0
         self.sweep(True)
 
     @cython.linetrace(False)            # grads are half-written between its steps
@@ -1478,13 +1481,19 @@ cdef void make_scratch(Replay tape) noexcept:
 
 
 cdef inline Py_ssize_t block_scratch(const Layer* first) noexcept:
-    # Doubles of scratch a block's passes use: forward, its weights four neurons interleaved,
-    # each neuron's bias, and its inputs unless in place; backward, its weights and inputs with
-    # their grads unless in place, then each neuron's bias sum.
-    cdef Py_ssize_t N = first.members, E = first.examples, m = first.m
+    # Doubles of scratch a block's passes use: forward, its weights four neurons interleaved
+    # (padded to a multiple of four), each neuron's bias, and its inputs unless in place;
+    # backward, its weights and inputs with their grads unless in place, the last N % 4
+    # neurons' rows (block_backward) and each neuron's bias sum.
+    cdef Py_ssize_t N = first.members, E = first.examples, m = first.m, N4 = padded(N)
     cdef Py_ssize_t weights = 0 if first.in_place & WEIGHTS_IN_PLACE else 2 * N * m
     cdef Py_ssize_t inputs = 0 if first.in_place & INPUTS_IN_PLACE else E * m
-    return max(N * m + N + inputs, weights + 2 * inputs, N)
+    return max(N4 * m + N4 + inputs, weights + 2 * inputs + 8 * m + N)
+
+
+cdef inline int padded(int n) noexcept nogil:
+    # n rounded up to a multiple of four: a block's neurons, four at a time (block_forward)
+    return (n + 3) & ~3
 
 
 cdef bint block_valid(Replay tape, const int* chosen, int count, char* marks) noexcept:
@@ -1621,6 +1630,14 @@ cdef void gather(double* out, const double* source, const int* index, int n) noe
         out[i] = source[index[i]]
 
 
+cdef void gather_strided(double* out, const double* source, const int* index,
+                         int n) noexcept nogil:
+    # gather() into every fourth double: a neuron's weights among four interleaved
+    cdef int i
+    for i in range(n):
+        out[4 * i] = source[index[i]]
+
+
 cdef void scatter(double* target, const int* index, const double* source, int n) noexcept nogil:
     cdef int i
     for i in range(n):
@@ -1630,82 +1647,73 @@ cdef void scatter(double* target, const int* index, const double* source, int n)
 cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept nogil:
     # Every example's dots, as dot_value computes each: dot (e, n) = its bias, then
     # + W[n][i] * X[e][i] in turn; four examples and four neurons at a time (four_by_four), the
-    # other examples a layer at a time, the other neurons one at a time.
-    cdef int E = first.examples, N = first.members, m = first.m, N4 = N - N % 4, e, n, i, k, j
-    cdef const Layer* layer
+    # neurons padded to a multiple of four with zero weights (their sums are dropped), the other
+    # examples a layer at a time.
+    cdef int E = first.examples, N = first.members, m = first.m, N4 = padded(N), e, n, i, k, j
+    cdef const int* dots[4]
     cdef double* W = tape.scratch      # neurons n..n+3 at W + n m, weight i of n + k at 4 i + k;
-    cdef double* B = W + N * m          # the other neurons' weights in rows; each neuron's bias,
-    cdef double* X = B + N              # a Value's (every example's) or 0; inputs in rows (in
-    cdef const int* w                   # place, or gathered)
+    cdef double* B = W + N4 * m         # each neuron's bias, a Value's (every example's) or 0;
+    cdef double* X = B + N4             # inputs in rows (in place, or gathered)
+    cdef const double* row
+    cdef double* w4
     cdef double starts[16]
-    cdef double a
-    for n in range(N):
-        B[n] = new[dot_links(tape, first, n)[2 * m]] if first.bias else 0.0
-    for n in range(0, N4, 4):
-        for k in range(4):
-            w = dot_links(tape, first, n + k)
+    for n in range(N4):
+        B[n] = new[dot_links(tape, first, n)[2 * m]] if first.bias and n < N else 0.0
+        w4 = W + (n - n % 4) * m + n % 4
+        if n >= N:
             for i in range(m):
-                W[n * m + 4 * i + k] = new[w[i]]
-    for n in range(N4, N):
-        gather(W + n * m, new, dot_links(tape, first, n), m)
+                w4[4 * i] = 0.0
+        elif first.in_place & WEIGHTS_IN_PLACE:
+            row = new + dot_links(tape, first, 0)[0] + n * m
+            for i in range(m):
+                w4[4 * i] = row[i]
+        else:
+            gather_strided(w4, new, dot_links(tape, first, n), m)
     if first.in_place & INPUTS_IN_PLACE:
         X = new + dot_links(tape, first, 0)[m]
     else:
         for e in range(E - E % 4):
             gather(X + e * m, new, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
     for e in range(0, E - E % 4, 4):
+        for k in range(4):
+            dots[k] = tape.layer_nodes + block_layer(tape, first, e + k).start
         for n in range(0, N4, 4):
             for k in range(4):
-                layer = block_layer(tape, first, e + k)
                 for j in range(4):
-                    starts[4 * k + j] = B[n + j] if first.bias else \
-                        tape.constants[tape.layer_nodes[layer.start + n + j]]
+                    starts[4 * k + j] = B[n + j] if first.bias or n + j >= N else \
+                        tape.constants[dots[k][n + j]]
             four_by_four_forward(m, W + n * m, X + e * m, starts)
             for k in range(4):
-                layer = block_layer(tape, first, e + k)
-                for j in range(4):
-                    new[tape.layer_nodes[layer.start + n + j]] = starts[4 * k + j]
-        for n in range(N4, N):
-            for k in range(4):
-                layer = block_layer(tape, first, e + k)
-                a = B[n] if first.bias else tape.constants[tape.layer_nodes[layer.start + n]]
-                for i in range(m):
-                    a += W[n * m + i] * X[(e + k) * m + i]
-                new[tape.layer_nodes[layer.start + n]] = a
+                for j in range(min(4, N - n)):
+                    new[dots[k][n + j]] = starts[4 * k + j]
     for e in range(E - E % 4, E):
         layer_forward(tape, block_layer(tape, first, e), new)
 
 
 cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     # Every example's dots, after each layer's between_backward, as layer_backward would do
-    # them one layer at a time from the last: weights' grads gather the examples from the last
-    # to the first, inputs' grads the neurons from the last to the first. Two examples and four
-    # neurons at a time, on the weights, inputs and their grads in place or gathered.
-    cdef int E = first.examples, N = first.members, m = first.m, P = E - E % 2, e, n, i, k
-    cdef const Layer* l0
-    cdef const Layer* l1
+    # them one layer at a time from the last: weights' and biases' grads gather the examples
+    # from the last to the first, inputs' grads the neurons from the last to the first. Two
+    # examples and four neurons at a time, on the weights, inputs and their grads in place or
+    # gathered. The last N % 4 neurons go through the kernel as four, in rows of their own (TW,
+    # TGW): the others' weights -0.0 and grads +0.0, so that each adds -0.0 * +0.0 = -0.0 to an
+    # input's grad, which leaves every grad as it is (-0.0 too); their weights' grads dropped.
+    cdef int E = first.examples, N = first.members, m = first.m, P = E - E % 2, T = N - N % 4
+    cdef int e, n, i, k
+    cdef const int* d0
+    cdef const int* d1
     cdef double* values = tape.values
     cdef double* grads = tape.grads
-    cdef double* W = tape.scratch       # weights, their grads, inputs, theirs: those gathered,
-    cdef double* GW = W + N * m         # in this order (block_scratch)
-    cdef double* X
+    cdef double* W = tape.scratch       # in this order (block_scratch): weights and their grads,
+    cdef double* GW = W + N * m         # inputs and theirs (those gathered), the last neurons'
+    cdef double* X = GW + N * m         # rows, each neuron's bias sum
     cdef double* GX
-    cdef const double* x0
-    cdef const double* x1
-    cdef double* gx0
-    cdef double* gx1
-    cdef double g0, g1, t
+    cdef double* TW
+    cdef double* TGW
+    cdef double* S
     cdef double g[8]
-    for e in range(E):
-        l0 = block_layer(tape, first, e)
-        for n in range(N):
-            if tiny(grads[tape.layer_nodes[l0.start + n]]):     # times_grad's slow path:
-                for e in range(E - 1, -1, -1):                   # a layer at a time
-                    layer_backward(tape, block_layer(tape, first, e))
-                return
     if E % 2:                           # the last example, which the sweep reaches first
         layer_backward(tape, block_layer(tape, first, E - 1))
-    X = GW + N * m
     if first.in_place & WEIGHTS_IN_PLACE:
         X = tape.scratch
         W = values + dot_links(tape, first, 0)[0]
@@ -1715,49 +1723,65 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
             gather(W + n * m, values, dot_links(tape, first, n), m)
             gather(GW + n * m, grads, dot_links(tape, first, n), m)
     GX = X + E * m
+    TW = GX + E * m
     if first.in_place & INPUTS_IN_PLACE:
+        TW = X
         X = values + dot_links(tape, first, 0)[m]
         GX = grads + dot_links(tape, first, 0)[m]
     else:
         for e in range(P):
             gather(X + e * m, values, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
             gather(GX + e * m, grads, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
+    TGW = TW + 4 * m
+    S = TGW + 4 * m
+    for k in range(4 if T < N else 0):
+        for i in range(m):
+            TW[k * m + i] = W[(T + k) * m + i] if T + k < N else -0.0
+            TGW[k * m + i] = GW[(T + k) * m + i] if T + k < N else 0.0
+    for n in range(N if first.bias else 0):
+        S[n] = grads[dot_links(tape, first, n)[2 * m]]
     for e in range(P - 2, -1, -2):      # the later example of each pair first
-        l0 = block_layer(tape, first, e)
-        l1 = block_layer(tape, first, e + 1)
-        x0 = X + e * m
-        x1 = x0 + m
-        gx0 = GX + e * m
-        gx1 = gx0 + m
-        n = N
-        while n % 4:                    # the last neurons first, one at a time
-            n -= 1
-            g0 = grads[tape.layer_nodes[l0.start + n]]
-            g1 = grads[tape.layer_nodes[l1.start + n]]
-            for i in range(m):
-                t = GW[n * m + i] + x1[i] * g1
-                GW[n * m + i] = t + x0[i] * g0
-                gx1[i] += W[n * m + i] * g1
-                gx0[i] += W[n * m + i] * g0
-        while n:
+        d0 = tape.layer_nodes + block_layer(tape, first, e).start
+        d1 = tape.layer_nodes + block_layer(tape, first, e + 1).start
+        n = padded(N)
+        while n:                        # the last neurons first
             n -= 4
             for k in range(4):
-                g[k] = grads[tape.layer_nodes[l0.start + n + k]]
-                g[4 + k] = grads[tape.layer_nodes[l1.start + n + k]]
-            two_by_four_backward(m, W + n * m, GW + n * m, x0, gx0, g)
+                g[k] = grads[d0[n + k]] if n + k < N else 0.0
+                g[4 + k] = grads[d1[n + k]] if n + k < N else 0.0
+                if first.bias and n + k < N:
+                    S[n + k] = S[n + k] + g[4 + k] + g[k]
+            if n == T:
+                pair_backward(m, TW, TGW, X + e * m, GX + e * m, g)
+            else:
+                pair_backward(m, W + n * m, GW + n * m, X + e * m, GX + e * m, g)
+    if T < N:
+        memcpy(GW + T * m, TGW, (N - T) * m * sizeof(double))
     if not first.in_place & WEIGHTS_IN_PLACE:
         for n in range(N):
             scatter(grads, dot_links(tape, first, n), GW + n * m, m)
     if not first.in_place & INPUTS_IN_PLACE:
         for e in range(P):
             scatter(grads, dot_links(tape, block_layer(tape, first, e), 0) + m, GX + e * m, m)
-    if first.bias:                      # each bias's grad, from the last example to the first
-        W = tape.scratch                # (in the scratch array, done with)
-        for n in range(N):
-            W[n] = grads[dot_links(tape, first, n)[2 * m]]
-        for e in range(P - 1, -1, -1):
-            l0 = block_layer(tape, first, e)
-            for n in range(N):
-                W[n] += grads[tape.layer_nodes[l0.start + n]]
-        for n in range(N):
-            grads[dot_links(tape, first, n)[2 * m]] = W[n]
+    for n in range(N if first.bias else 0):
+        grads[dot_links(tape, first, n)[2 * m]] = S[n]
+
+
+cdef inline void pair_backward(int m, const double* w, double* gw, const double* x, double* gx,
+                               const double* g) noexcept nogil:
+    # two_by_four_backward (the kernel), or its arithmetic with each product by times_grad
+    # where a grad is so small that the hardware's products would be subnormal (slow): the same
+    # bits either way
+    cdef int i, k
+    for k in range(8):
+        if tiny(g[k]):
+            break
+    else:
+        two_by_four_backward(m, w, gw, x, gx, g)
+        return
+    for i in range(m):
+        for k in range(3, -1, -1):
+            gw[k * m + i] = gw[k * m + i] + times_grad(x[m + i], g[4 + k]) + \
+                times_grad(x[i], g[k])
+            gx[m + i] += times_grad(w[k * m + i], g[4 + k])
+            gx[i] += times_grad(w[k * m + i], g[k])

@@ -488,6 +488,41 @@ def test_blocks_replay_the_bits_of_a_rebuilt_graph(case):
                 replay_matches_rebuilding(root, rebuilt)
 
 
+@pytest.mark.parametrize("neurons", [1, 5, 6, 7, 10])
+def test_a_blocks_last_neurons_padded_to_four_change_no_bit(neurons):
+    # A block takes its neurons four at a time; the last N % 4 are padded with neurons that
+    # must change nothing: no dot's value, and no input's grad, even -0.0 (which adding +0.0
+    # would turn into +0.0). Weights -0.0 and dots' grads 1.0: every term of an input's grad is
+    # -0.0, so an input that starts at -0.0 ends at -0.0, as Python's floats add; each weight's
+    # grad is the sum of its input over the examples, the bias's the number of examples.
+    m, examples = 3, 4
+    for kernels in engine._kernel_sets():
+        with block_kernels(kernels):
+            weights = [[Value(-0.0) for _ in range(m)] for _ in range(neurons)]
+            biases = [Value(0.5 * n) for n in range(neurons)]
+            inputs = [[Value(1.0 + e + 0.25 * i) for i in range(m)] for e in range(examples)]
+            dots = [engine.dot(w, x, b) for x in inputs for w, b in zip(weights, biases)]
+            step = engine.compile(engine.sum(dots))
+            if neurons > 1:
+                assert step._blocks == [(examples, neurons, m)]
+            for x in (x for row in inputs for x in row):
+                x.grad = -0.0
+            for p in (w for row in weights for w in row):
+                p.grad = 0.0
+            for b in biases:
+                b.grad = 0.0
+            assert step.forward() == sum(0.5 * n for n in range(neurons)) * examples
+            assert [d.data for d in dots] == [0.5 * n for n in range(neurons)] * examples
+            step.backward()
+            assert all(bits(x.grad) == bits(-0.0) for row in inputs for x in row), kernels
+            for i in range(m):
+                expected = 0.0
+                for e in range(examples - 1, -1, -1):   # the last example first, as backward()
+                    expected += inputs[e][i].data
+                assert all(bits(w[i].grad) == bits(expected) for w in weights), kernels
+            assert [b.grad for b in biases] == [float(examples)] * neurons
+
+
 def squared_error_of(model, X):
     # the batch's sum((z - t)**2) against one-hot targets: each -t is as deep as the last
     # layer's dots
