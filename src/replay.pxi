@@ -1740,12 +1740,15 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
             TGW[k * m + i] = GW[(T + k) * m + i] if T + k < N else 0.0
     for n in range(N if first.bias else 0):
         S[n] = grads[dot_links(tape, first, n)[2 * m]]
-    for e in range(P - 2, -1, -2):      # the later example of each pair first
-        d0 = tape.layer_nodes + block_layer(tape, first, e).start
-        d1 = tape.layer_nodes + block_layer(tape, first, e + 1).start
-        n = padded(N)
-        while n:                        # the last neurons first
-            n -= 4
+    # Four neurons at a time from the last, and for each four the examples in pairs, the later
+    # of each pair first: each sum adds its terms in the order of a pass example by example,
+    # and the four neurons' rows stay in the L1 cache while every example goes through them.
+    n = padded(N)
+    while n:
+        n -= 4
+        for e in range(P - 2, -1, -2):
+            d0 = tape.layer_nodes + block_layer(tape, first, e).start
+            d1 = tape.layer_nodes + block_layer(tape, first, e + 1).start
             for k in range(4):
                 g[k] = grads[d0[n + k]] if n + k < N else 0.0
                 g[4 + k] = grads[d1[n + k]] if n + k < N else 0.0
