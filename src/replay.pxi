@@ -1273,6 +1273,39 @@ cdef extern from *:
         _mm256_storeu_pd(a, a0); _mm256_storeu_pd(a + 4, a1);
         _mm256_storeu_pd(a + 8, a2); _mm256_storeu_pd(a + 12, a3);
     }
+    /* Two fours of neurons (weights w4 and v4, interleaved as above) over the same four
+       examples: a[0..16) for w4's, a[16..32) for v4's. Each sum's adds wait on its last one;
+       eight sums side by side (not four) keep the adders busy. */
+    __attribute__((target("avx")))
+    static void micrograd_c_four_by_eight_forward_avx(int m, const double* w4, const double* v4,
+                                                      const double* x, double* a)
+    {
+        int i;
+        __m256d a0 = _mm256_loadu_pd(a), a1 = _mm256_loadu_pd(a + 4),
+                a2 = _mm256_loadu_pd(a + 8), a3 = _mm256_loadu_pd(a + 12),
+                b0 = _mm256_loadu_pd(a + 16), b1 = _mm256_loadu_pd(a + 20),
+                b2 = _mm256_loadu_pd(a + 24), b3 = _mm256_loadu_pd(a + 28), w, v, s;
+        for (i = 0; i < m; i++) {
+            w = _mm256_loadu_pd(w4 + 4 * i);
+            v = _mm256_loadu_pd(v4 + 4 * i);
+            s = _mm256_broadcast_sd(x + i);
+            a0 = _mm256_add_pd(a0, _mm256_mul_pd(w, s));
+            b0 = _mm256_add_pd(b0, _mm256_mul_pd(v, s));
+            s = _mm256_broadcast_sd(x + m + i);
+            a1 = _mm256_add_pd(a1, _mm256_mul_pd(w, s));
+            b1 = _mm256_add_pd(b1, _mm256_mul_pd(v, s));
+            s = _mm256_broadcast_sd(x + 2 * m + i);
+            a2 = _mm256_add_pd(a2, _mm256_mul_pd(w, s));
+            b2 = _mm256_add_pd(b2, _mm256_mul_pd(v, s));
+            s = _mm256_broadcast_sd(x + 3 * m + i);
+            a3 = _mm256_add_pd(a3, _mm256_mul_pd(w, s));
+            b3 = _mm256_add_pd(b3, _mm256_mul_pd(v, s));
+        }
+        _mm256_storeu_pd(a, a0); _mm256_storeu_pd(a + 4, a1);
+        _mm256_storeu_pd(a + 8, a2); _mm256_storeu_pd(a + 12, a3);
+        _mm256_storeu_pd(a + 16, b0); _mm256_storeu_pd(a + 20, b1);
+        _mm256_storeu_pd(a + 24, b2); _mm256_storeu_pd(a + 28, b3);
+    }
     __attribute__((target("avx")))
     static void micrograd_c_two_by_four_backward_avx(int m, const double* w, double* gw,
                                                      const double* x, double* gx, const double* g)
@@ -1327,6 +1360,18 @@ cdef extern from *:
     #endif
         micrograd_c_four_by_four_forward(m, w4, x, a);
     }
+    static void micrograd_c_block_forward8(int m, const double* w4, const double* v4,
+                                           const double* x, double* a)
+    {
+    #if MICROGRAD_C_AVX
+        if (micrograd_c_kernels == 2) {
+            micrograd_c_four_by_eight_forward_avx(m, w4, v4, x, a);
+            return;
+        }
+    #endif
+        micrograd_c_block_forward(m, w4, x, a);   /* SSE2, NEON, plain C: eight sums already */
+        micrograd_c_block_forward(m, v4, x, a + 16);
+    }
     static void micrograd_c_block_backward(int m, const double* w, double* gw, const double* x,
                                            double* gx, const double* g)
     {
@@ -1345,6 +1390,8 @@ cdef extern from *:
     bint has_avx "micrograd_c_has_avx"() noexcept nogil
     void four_by_four_forward "micrograd_c_block_forward"(
         int m, const double* w4, const double* x, double* a) noexcept nogil
+    void four_by_eight_forward "micrograd_c_block_forward8"(
+        int m, const double* w4, const double* v4, const double* x, double* a) noexcept nogil
     void two_by_four_backward "micrograd_c_block_backward"(
         int m, const double* w, double* gw, const double* x, double* gx,
         const double* g) noexcept nogil
@@ -1646,17 +1693,18 @@ cdef void scatter(double* target, const int* index, const double* source, int n)
 
 cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept nogil:
     # Every example's dots, as dot_value computes each: dot (e, n) = its bias, then
-    # + W[n][i] * X[e][i] in turn; four examples and four neurons at a time (four_by_four), the
-    # neurons padded to a multiple of four with zero weights (their sums are dropped), the other
-    # examples a layer at a time.
+    # + W[n][i] * X[e][i] in turn; four examples and eight neurons at a time (four_by_eight;
+    # four_by_four for the last four), the neurons padded to a multiple of four with zero
+    # weights (their sums are dropped), the other examples a layer at a time.
     cdef int E = first.examples, N = first.members, m = first.m, N4 = padded(N), e, n, i, k, j
+    cdef int width
     cdef const int* dots[4]
     cdef double* W = tape.scratch      # neurons n..n+3 at W + n m, weight i of n + k at 4 i + k;
     cdef double* B = W + N4 * m         # each neuron's bias, a Value's (every example's) or 0;
     cdef double* X = B + N4             # inputs in rows (in place, or gathered)
     cdef const double* row
     cdef double* w4
-    cdef double starts[16]
+    cdef double starts[32]
     for n in range(N4):
         B[n] = new[dot_links(tape, first, n)[2 * m]] if first.bias and n < N else 0.0
         w4 = W + (n - n % 4) * m + n % 4
@@ -1677,15 +1725,19 @@ cdef void block_forward(Replay tape, const Layer* first, double* new) noexcept n
     for e in range(0, E - E % 4, 4):
         for k in range(4):
             dots[k] = tape.layer_nodes + block_layer(tape, first, e + k).start
-        for n in range(0, N4, 4):
-            for k in range(4):
-                for j in range(4):
-                    starts[4 * k + j] = B[n + j] if first.bias or n + j >= N else \
-                        tape.constants[dots[k][n + j]]
-            four_by_four_forward(m, W + n * m, X + e * m, starts)
-            for k in range(4):
-                for j in range(min(4, N - n)):
-                    new[dots[k][n + j]] = starts[4 * k + j]
+        for n in range(0, N4, 8):       # eight neurons at a time, the last four alone
+            width = min(8, N4 - n)
+            for j in range(width):
+                for k in range(4):
+                    starts[16 * (j // 4) + 4 * k + j % 4] = B[n + j] if first.bias or \
+                        n + j >= N else tape.constants[dots[k][n + j]]
+            if width == 8:
+                four_by_eight_forward(m, W + n * m, W + (n + 4) * m, X + e * m, starts)
+            else:
+                four_by_four_forward(m, W + n * m, X + e * m, starts)
+            for j in range(min(width, N - n)):
+                for k in range(4):
+                    new[dots[k][n + j]] = starts[16 * (j // 4) + 4 * k + j % 4]
     for e in range(E - E % 4, E):
         layer_forward(tape, block_layer(tape, first, e), new)
 
