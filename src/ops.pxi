@@ -244,29 +244,39 @@ cdef inline void logsumexp_backprop(Children children, Py_ssize_t n, double out,
 # d/dz[i] = sum(t) * softmax(z)[i] - t[i] and d/dt[i] = lse(z) - z[i].
 
 @cython.cdivision(True)                 # n // 2 of a size, as in dot_value
+cdef inline double cross_entropy_lse(Children children, Py_ssize_t n, double c) noexcept nogil:
+    # lse(z): what the value and the derivatives share (replay computes it once for both)
+    return logsumexp_value(children, n if c >= 0 else n // 2)
+
 cdef inline double cross_entropy_value(Children children, Py_ssize_t n, double c) noexcept nogil:
+    return cross_entropy_from(children, n, c, cross_entropy_lse(children, n, c))
+
+@cython.cdivision(True)                 # n // 2 of a size, as in dot_value
+cdef inline double cross_entropy_from(Children children, Py_ssize_t n, double c,
+                                      double lse) noexcept nogil:
     cdef Py_ssize_t i, m = n // 2
-    cdef double lse, total = 0.0
+    cdef double total = 0.0
     if c >= 0:
-        return logsumexp_value(children, n) - child_data(children, <Py_ssize_t>c)
-    lse = logsumexp_value(children, m)
+        return lse - child_data(children, <Py_ssize_t>c)
     for i in range(m):
         total += child_data(children, m + i) * (lse - child_data(children, i))
     return total
 
-@cython.cdivision(True)                 # n // 2 of a size, as in dot_value
 cdef inline void cross_entropy_backprop(Children children, Py_ssize_t n, double c,
                                         double g) noexcept nogil:
+    cross_entropy_backprop_from(children, n, c, cross_entropy_lse(children, n, c), g)
+
+@cython.cdivision(True)                 # n // 2 of a size, as in dot_value
+cdef inline void cross_entropy_backprop_from(Children children, Py_ssize_t n, double c,
+                                             double lse, double g) noexcept nogil:
     cdef Py_ssize_t i, m = n // 2
-    cdef double lse, targets = 0.0, softmax
+    cdef double targets = 0.0, softmax
     if c >= 0:
-        lse = logsumexp_value(children, n)
         for i in range(n):
             softmax = exp(child_data(children, i) - lse)
             softmax -= 1.0 if i == <Py_ssize_t>c else 0.0
             add_to_grad(children, i, times_grad(softmax, g))
         return
-    lse = logsumexp_value(children, m)
     for i in range(m):
         targets += child_data(children, m + i)
     for i in range(m):

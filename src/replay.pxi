@@ -94,6 +94,8 @@ cdef class Replay:
     cdef Py_ssize_t scratch_size
     cdef int* runs                      # see find_runs: run k is nodes runs[2k]:runs[2k + 1]
     cdef int n_runs
+    cdef double* lses                   # each cross-entropy node's lse in a run, in tape order
+    cdef Py_ssize_t n_lses
     cdef int* leaves                    # the positions of the LEAF nodes
     cdef Py_ssize_t n_plain             # the tape's first nodes, those without children
     cdef bint by_depth                  # the tape's order is by_depth's, not backward()'s
@@ -120,6 +122,7 @@ cdef class Replay:
         PyMem_Free(self.scratch)
         PyMem_Free(self.leaves)
         PyMem_Free(self.runs)
+        PyMem_Free(self.lses)
 
     def __len__(self):
         return self.size
@@ -138,7 +141,7 @@ cdef class Replay:
                 self.n_groups * sizeof(Group) + self.n_leaves * sizeof(int) +
                 self.n_layers * sizeof(Layer) + self.n_layer_nodes() * sizeof(int) +
                 self.n_block_layers * sizeof(int) + self.scratch_size * sizeof(double) +
-                self.n_runs * 2 * sizeof(int))
+                self.n_runs * 2 * sizeof(int) + self.n_lses * sizeof(double))
 
     cdef inline Py_ssize_t first_dot(self, int k) noexcept nogil:
         # the tape position of layer k's first dot, or -1 past the last layer
@@ -225,7 +228,7 @@ cdef class Replay:
         cdef int next_layer = 0, r
         self.check_recorded()
         cdef Py_ssize_t layer_at = self.first_dot(0)       # where the next layer is computed
-        cdef Py_ssize_t start, end
+        cdef Py_ssize_t start, end, lse_at = 0
         cdef double* new = self.grads
         cdef const int* links = self.links
         cdef const int* first = self.first
@@ -270,6 +273,9 @@ cdef class Replay:
                         self.compute_layer(next_layer, new)
                         next_layer += 1
                         layer_at = self.first_dot(next_layer)
+                    continue
+                if ops[end] & OP_BITS == CROSS_ENTROPY:
+                    lse_at = cross_entropy_run_forward(self, end, start, new, lse_at)
                     continue
                 i = self.unary_forward(ops[end] & OP_BITS, end, start, new,
                                        not ops[end] & IEEE_NODE, &error)
@@ -341,7 +347,7 @@ cdef class Replay:
         cdef int next_layer = self.n_layers - 1
         cdef Py_ssize_t layer_at = self.last_dot(next_layer)    # where the next layer is done
         cdef int r
-        cdef Py_ssize_t start, end
+        cdef Py_ssize_t start, end, lse_at = self.n_lses
         cdef TapeChildren children
         cdef double* values = self.values
         cdef double* grads = self.grads
@@ -384,6 +390,8 @@ cdef class Replay:
                     if write_back:
                         for i in range(end, start):
                             (<Value>nodes[i]).grad = grads[i]
+                elif ops[end] & OP_BITS == CROSS_ENTROPY:
+                    lse_at = cross_entropy_run_backward(self, end, start, write_back, lse_at)
                 else:
                     self.unary_backward(ops[end] & OP_BITS, end, start, write_back)
         if write_back:                          # the nodes without children: nothing to send
@@ -424,6 +432,7 @@ cdef class Replay:
                 for k in range(layer.start, layer.start + layer.members):
                     (<Value>self.nodes[self.layer_nodes[k]]).data = \
                         self.values[self.layer_nodes[k]]
+        cross_entropy_lses(self)
 
     cdef str where(self, Py_ssize_t i):
         return f" (replaying node {i:,} of {self.size:,}, op {(<Value>self.nodes[i])._op!r})"
@@ -1020,11 +1029,14 @@ cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
 
 # -- runs: a network's layers and activations side by side --------------------------------------
 # by_depth puts a layer's dots, and then its neurons' activations (relu), next to each other on
-# the tape. A run is LONG_RUN or more such nodes with the same op byte: layers' dots, or nodes of
-# one unary op (not in a layer, not grouped). forward() and the sweep take a run as one: the
-# layers that begin (end) in a run of dots at once, without visiting each dot; a unary run in a
-# loop of its own, on the op's own formulas (op_value, local_derivatives), with the op chosen
-# once for the run rather than at every node. 8 bytes per run, for at least LONG_RUN nodes.
+# the tape, and a batch's losses too. A run is LONG_RUN or more such nodes with the same op
+# byte: layers' dots, nodes of one unary op (not in a layer, not grouped), or cross-entropy
+# nodes (not grouped). forward() and the sweep take a run as one: the layers that begin (end) in
+# a run of dots at once, without visiting each dot; a unary run in a loop of its own, on the
+# op's own formulas (op_value, local_derivatives), with the op chosen once for the run rather
+# than at every node; a cross-entropy run on its formulas too, forward() keeping each node's
+# lse(z) (8 bytes) for the sweep, which would compute it again (half the exps of its
+# derivatives). 8 bytes per run, for at least LONG_RUN nodes.
 
 cdef enum:
     LONG_RUN = 8
@@ -1042,11 +1054,19 @@ cdef void find_runs(Replay tape) noexcept:
         while end < tape.size and tape.ops[end] == tape.ops[i]:
             end += 1
         if end - i >= LONG_RUN and (tape.ops[i] & ~IEEE_NODE == IN_LAYER | DOT or (
-                is_unary(tape.ops[i] & OP_BITS) and not tape.ops[i] & (GROUPED | IN_LAYER))):
+                is_unary(tape.ops[i] & OP_BITS) and not tape.ops[i] & (GROUPED | IN_LAYER)) or
+                tape.ops[i] & ~IEEE_NODE == CROSS_ENTROPY):
             runs[2 * count] = <int>i
             runs[2 * count + 1] = <int>end
             count += 1
+            if tape.ops[i] & OP_BITS == CROSS_ENTROPY:
+                tape.n_lses += end - i
         i = end
+    if tape.n_lses:
+        tape.lses = <double*>PyMem_Malloc(tape.n_lses * sizeof(double))
+        if tape.lses == NULL:           # no memory for them: no cross-entropy runs
+            tape.n_lses = 0
+            count = drop_cross_entropy_runs(tape, runs, count)
     if count == 0:
         PyMem_Free(runs)
         return
@@ -1054,6 +1074,65 @@ cdef void find_runs(Replay tape) noexcept:
     if tape.runs == NULL:               # a shrinking realloc that failed: keep the old block
         tape.runs = runs
     tape.n_runs = count
+    cross_entropy_lses(tape)
+
+
+cdef int drop_cross_entropy_runs(Replay tape, int* runs, int count) noexcept:
+    cdef int r, kept = 0
+    for r in range(count):
+        if tape.ops[runs[2 * r]] & OP_BITS != CROSS_ENTROPY:
+            runs[2 * kept] = runs[2 * r]
+            runs[2 * kept + 1] = runs[2 * r + 1]
+            kept += 1
+    return kept
+
+
+cdef void cross_entropy_lses(Replay tape) noexcept:
+    # each cross-entropy run's lses, from the values: those of the graph as built, or of the
+    # last good forward()
+    cdef Py_ssize_t i, k = 0
+    cdef int r
+    for r in range(tape.n_runs if tape.n_lses else 0):
+        if tape.ops[tape.runs[2 * r]] & OP_BITS == CROSS_ENTROPY:
+            for i in range(tape.runs[2 * r], tape.runs[2 * r + 1]):
+                tape.lses[k] = cross_entropy_lse(
+                    TapeChildren(tape.links + tape.first[i], tape.values, NULL),
+                    tape.first[i + 1] - tape.first[i], tape.constants[i])
+                k += 1
+
+
+cdef Py_ssize_t cross_entropy_run_forward(Replay tape, Py_ssize_t start, Py_ssize_t end,
+                                          double* new, Py_ssize_t lse_at) noexcept:
+    # forward() over a run of cross-entropy nodes (which never raise), keeping each lse from
+    # lses[lse_at]; returns where the next run's begin
+    cdef Py_ssize_t i, n
+    cdef double lse
+    cdef TapeChildren children
+    for i in range(start, end):
+        n = tape.first[i + 1] - tape.first[i]
+        children = TapeChildren(tape.links + tape.first[i], new, NULL)
+        lse = cross_entropy_lse(children, n, tape.constants[i])
+        tape.lses[lse_at] = lse
+        lse_at += 1
+        new[i] = cross_entropy_from(children, n, tape.constants[i], lse)
+        (<Value>tape.nodes[i]).data = new[i]
+    return lse_at
+
+
+cdef Py_ssize_t cross_entropy_run_backward(Replay tape, Py_ssize_t start, Py_ssize_t end,
+                                           bint write_back, Py_ssize_t lse_at) noexcept:
+    # the sweep over a run of cross-entropy nodes, from its end, with the lses forward() kept
+    # (lses[:lse_at] are this run's and the earlier runs'); returns where the earlier run's end
+    cdef Py_ssize_t i
+    for i in range(end - 1, start - 1, -1):
+        lse_at -= 1
+        if write_back:
+            (<Value>tape.nodes[i]).grad = tape.grads[i]
+        cross_entropy_backprop_from(
+            TapeChildren(tape.links + tape.first[i], tape.values, tape.grads),
+            tape.first[i + 1] - tape.first[i], tape.constants[i], tape.lses[lse_at],
+            tape.grads[i])
+    return lse_at
 
 
 cdef inline Py_ssize_t unary_run_forward(Replay tape, unsigned char op, Py_ssize_t start,
