@@ -1078,6 +1078,8 @@ cdef void find_runs(Replay tape) noexcept:
 
 
 cdef int drop_cross_entropy_runs(Replay tape, int* runs, int count) noexcept:
+    # runs[] without its cross-entropy runs (no memory for their lses), in place; returns how
+    # many are left
     cdef int r, kept = 0
     for r in range(count):
         if tape.ops[runs[2 * r]] & OP_BITS != CROSS_ENTROPY:
