@@ -1105,8 +1105,8 @@ cdef void cross_entropy_lses(Replay tape) noexcept:
 
 cdef Py_ssize_t cross_entropy_run_forward(Replay tape, Py_ssize_t start, Py_ssize_t end,
                                           double* new, Py_ssize_t lse_at) noexcept:
-    # forward() over a run of cross-entropy nodes (which never raise), keeping each lse from
-    # lses[lse_at]; returns where the next run's begin
+    # forward() over a run of cross-entropy nodes (which never raise), keeping their lses from
+    # lses[lse_at] on; returns the index of the next run's first lse
     cdef Py_ssize_t i, n
     cdef double lse
     cdef TapeChildren children
@@ -1124,7 +1124,8 @@ cdef Py_ssize_t cross_entropy_run_forward(Replay tape, Py_ssize_t start, Py_ssiz
 cdef Py_ssize_t cross_entropy_run_backward(Replay tape, Py_ssize_t start, Py_ssize_t end,
                                            bint write_back, Py_ssize_t lse_at) noexcept:
     # the sweep over a run of cross-entropy nodes, from its end, with the lses forward() kept
-    # (lses[:lse_at] are this run's and the earlier runs'); returns where the earlier run's end
+    # (lses[:lse_at] are this run's and the earlier runs'); returns how many the earlier runs
+    # have
     cdef Py_ssize_t i
     for i in range(end - 1, start - 1, -1):
         lse_at -= 1
@@ -1867,12 +1868,14 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
             gather(GX + e * m, grads, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
     TGW = TW + 4 * m
     S = TGW + 4 * m
-    for k in range(4 if T < N else 0):
-        for i in range(m):
-            TW[k * m + i] = W[(T + k) * m + i] if T + k < N else -0.0
-            TGW[k * m + i] = GW[(T + k) * m + i] if T + k < N else 0.0
-    for n in range(N if first.bias else 0):
-        S[n] = grads[dot_links(tape, first, n)[2 * m]]
+    if T < N:
+        for k in range(4):
+            for i in range(m):
+                TW[k * m + i] = W[(T + k) * m + i] if T + k < N else -0.0
+                TGW[k * m + i] = GW[(T + k) * m + i] if T + k < N else 0.0
+    if first.bias:
+        for n in range(N):
+            S[n] = grads[dot_links(tape, first, n)[2 * m]]
     # Four neurons at a time from the last, and for each four the examples in pairs, the later
     # of each pair first: each sum adds its terms in the order of a pass example by example,
     # and the four neurons' rows stay in the L1 cache while every example goes through them.
@@ -1899,8 +1902,9 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     if not first.in_place & INPUTS_IN_PLACE:
         for e in range(P):
             scatter(grads, dot_links(tape, block_layer(tape, first, e), 0) + m, GX + e * m, m)
-    for n in range(N if first.bias else 0):
-        grads[dot_links(tape, first, n)[2 * m]] = S[n]
+    if first.bias:
+        for n in range(N):
+            grads[dot_links(tape, first, n)[2 * m]] = S[n]
 
 
 cdef inline void pair_backward(int m, const double* w, double* gw, const double* x, double* gx,
