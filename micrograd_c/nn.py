@@ -50,6 +50,9 @@ class Module:
 
 
 class Neuron(Module):
+    # Slots (other attributes still go to the instance's __dict__): engine.layer() reads them
+    # in place, without a lookup per attribute.
+    __slots__ = ("w", "b", "nonlin", "activation")
 
     def __init__(self, nin, nonlin=True, activation="relu"):
         if activation not in ACTIVATIONS:

@@ -96,6 +96,69 @@ def test_a_layer_makes_the_nodes_its_neurons_make(activation):
     assert len(leaves) == 4
 
 
+class ShadowedNeuron(Neuron):
+    """A neuron whose w, b and activation are properties: each reads something other than what
+    Neuron's slot holds, which is what neuron.w gives, so what a layer must use."""
+
+    @property
+    def w(self):
+        return self.shadow_w
+
+    @w.setter
+    def w(self, value):
+        Neuron.w.__set__(self, value)               # the slot gets the weights...
+        self.shadow_w = [Value(2.0) for _ in value]     # ...neuron.w other ones
+
+    @property
+    def b(self):
+        return Value(-0.5)
+
+    @b.setter
+    def b(self, value):
+        Neuron.b.__set__(self, value)
+
+    activation = property(lambda self: "tanh", lambda self, value: Neuron.activation.__set__(
+        self, value))
+
+
+class DuckNeuron:
+    def __init__(self, nin):
+        self.w = [Value(-1.5) for _ in range(nin)]
+        self.b = 0.25
+        self.activation = "linear"
+
+
+def test_a_layer_reads_each_neurons_weights_bias_and_activation_as_neuron_w_does():
+    # the oracle: dot(n.w, x, n.b) and the activation n.activation names, neuron by neuron
+    random.seed(4)
+    layer = Layer(3, 2)
+    layer.neurons[1:1] = [ShadowedNeuron(3), DuckNeuron(3), ShadowedNeuron(3)]
+    layer.neurons[3].extra = "kept"                 # a Neuron still takes other attributes
+    x = [Value(0.3), Value(-1.2), Value(0.7)]
+    expected = []
+    for n in layer.neurons:
+        act = engine.dot(n.w, x, n.b)
+        expected.append({"relu": act.relu, "tanh": act.tanh}.get(n.activation, lambda: act)())
+    assert [(v._op, v.data) for v in layer(x)] == [(v._op, v.data) for v in expected]
+    assert [v._op for v in layer(x)] == ["ReLU", "tanh", "dot", "tanh", "ReLU"]
+    layer.neurons[0].w = [Value(1.0)] * 3           # rebound: the layer sees the new list
+    assert layer(x)[0].data == max(0.0, 0.3 - 1.2 + 0.7)
+    del layer.neurons[4].b
+    with pytest.raises(AttributeError, match="b"):
+        layer(x)
+
+
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_a_neuron_pickles_and_copies_with_its_slots_and_other_attributes(protocol):
+    import copy
+    neuron = Neuron(2, activation="tanh")
+    neuron.label = "first"
+    for clone in (pickle.loads(pickle.dumps(neuron, protocol)), copy.deepcopy(neuron)):
+        assert [p.data for p in clone.parameters()] == [p.data for p in neuron.parameters()]
+        assert (clone.activation, clone.nonlin, clone.label) == ("tanh", True, "first")
+        assert clone([0.5, -0.25]).data == neuron([0.5, -0.25]).data
+
+
 def test_a_layer_refuses_an_unknown_activation():
     layer = Layer(2, 2)
     layer.neurons[1].activation = "gelu"
