@@ -79,7 +79,8 @@ def dot(
 
 def descend(values: Iterable[Value], lr: float) -> None:
     """p.data -= lr * p.grad for every Value p, in a compiled loop (optim.SGD's plain step):
-    the numbers of that Python loop, to the bit."""
+    the numbers of that Python loop, to the bit. An item that is not a Value raises TypeError,
+    the items before it updated (as that loop)."""
     ...
 
 def layer(neurons: Iterable[Any], inputs: Iterable[Union[Value, _Number]]) -> list[Value]:
@@ -94,15 +95,26 @@ def sum(values: Iterable[Union[Value, _Number]]) -> Value:
     ...
 
 def zero_grads(values: Iterable[Value]) -> None:
-    """Set every Value's grad to 0.0, in a compiled loop (Module.zero_grad, the optimizers)."""
+    """Set every Value's grad to 0.0, in a compiled loop (Module.zero_grad, the optimizers).
+
+    An item that is not a Value raises TypeError, the items before it done (as a Python loop).
+    """
     ...
 
 def copy_to_array(values: Iterable[Value], out: Any, grads: bool = False) -> None:
-    """Write each Value's data (or grad, with grads=True) into out, a float64 array as long."""
+    """Write each Value's data (or grad, with grads=True) into out, a float64 array as long.
+
+    Lengths that differ raise ValueError before anything is written; an item that is not a
+    Value raises TypeError, the items before it written.
+    """
     ...
 
 def copy_from_array(values: Iterable[Value], source: Any, grads: bool = False) -> None:
-    """Set each Value's data (or grad, with grads=True) from source, a float64 array as long."""
+    """Set each Value's data (or grad, with grads=True) from source, a float64 array as long.
+
+    Lengths that differ raise ValueError before anything is set; an item that is not a Value
+    raises TypeError, the items before it set.
+    """
     ...
 
 @final

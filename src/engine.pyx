@@ -1114,7 +1114,10 @@ cdef check_sizes(Py_ssize_t values, Py_ssize_t size):
 # good as any here: only ops must refuse one, see check_made.) The loops run no Python code.
 
 def zero_grads(values):
-    """Set every Value's grad to 0.0, in a compiled loop (Module.zero_grad, the optimizers)."""
+    """Set every Value's grad to 0.0, in a compiled loop (Module.zero_grad, the optimizers).
+
+    An item that is not a Value raises TypeError, the items before it done (as a Python loop).
+    """
     items = list_or_snapshot(values)
     cdef PyObject** p = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
@@ -1125,7 +1128,8 @@ def zero_grads(values):
 
 def descend(values, double lr):
     """p.data -= lr * p.grad for every Value p, in a compiled loop (optim.SGD's plain step):
-    the numbers of that Python loop, to the bit."""
+    the numbers of that Python loop, to the bit. An item that is not a Value raises TypeError,
+    the items before it updated (as that loop)."""
     items = list_or_snapshot(values)
     cdef PyObject** p = PySequence_Fast_ITEMS(items)
     cdef Py_ssize_t i
@@ -1140,7 +1144,11 @@ def descend(values, double lr):
 # snapshot. Taking the buffer can run Python code too (an exporter's __buffer__), so the
 # sizes are compared after it.
 def copy_to_array(values, out, bint grads=False):
-    """Write each Value's data (or grad, with grads=True) into out, a float64 array as long."""
+    """Write each Value's data (or grad, with grads=True) into out, a float64 array as long.
+
+    Lengths that differ raise ValueError before anything is written; an item that is not a
+    Value raises TypeError, the items before it written.
+    """
     items = list_or_snapshot(values)
     cdef double[::1] view = out
     check_sizes(len(items), view.shape[0])
@@ -1152,7 +1160,11 @@ def copy_to_array(values, out, bint grads=False):
 
 
 def copy_from_array(values, source, bint grads=False):
-    """Set each Value's data (or grad, with grads=True) from source, a float64 array as long."""
+    """Set each Value's data (or grad, with grads=True) from source, a float64 array as long.
+
+    Lengths that differ raise ValueError before anything is set; an item that is not a Value
+    raises TypeError, the items before it set.
+    """
     items = list_or_snapshot(values)
     cdef const double[::1] view = source
     check_sizes(len(items), view.shape[0])
