@@ -986,6 +986,8 @@ cdef extern from "structmember.h":
 cdef extern from "Python.h":
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
+    PyTypeObject* PyDescr_TYPE(PyObject* descriptor)    # the class whose layout it reads
+    bint PyType_IsSubtype(PyTypeObject* a, PyTypeObject* b)
     PyTypeObject PyMemberDescr_Type
     PyObject* _PyType_Lookup(PyTypeObject* type, PyObject* name)    # borrowed; never raises
     ctypedef object (*getattrofunc)(object, object)
@@ -997,13 +999,15 @@ cdef extern from "Python.h":
 cdef Py_ssize_t slot_offset(PyTypeObject* type, str name) noexcept:
     # Where an instance of `type` keeps attribute `name`, if plain attribute access reads it
     # from a __slots__ slot (no __getattribute__ of the class's own, the class's descriptor a
-    # slot's); else -1. Looked up again at each layer() call: a class may change between them.
+    # slot's, of a class `type` derives from: `w = Neuron.w` in another class reads nothing
+    # there, getattr raises); else -1. Looked up again at each layer() call: a class may change.
     cdef PyObject* descriptor
     if (<TypeAttributes*>type).tp_getattro != PyObject_GenericGetAttr:
         return -1
     descriptor = _PyType_Lookup(type, <PyObject*>name)
     if descriptor == NULL or Py_TYPE(descriptor) != &PyMemberDescr_Type or \
-            (<PyMemberDescrObject*>descriptor).d_member.type != T_OBJECT_EX:
+            (<PyMemberDescrObject*>descriptor).d_member.type != T_OBJECT_EX or \
+            not PyType_IsSubtype(type, PyDescr_TYPE(descriptor)):
         return -1
     return (<PyMemberDescrObject*>descriptor).d_member.offset
 

@@ -148,6 +148,18 @@ def test_a_layer_reads_each_neurons_weights_bias_and_activation_as_neuron_w_does
         layer(x)
 
 
+def test_a_layer_reads_no_slot_through_a_descriptor_borrowed_by_another_class():
+    # Neuron's slot descriptors put in a class of another layout: neuron.w raises TypeError
+    # (the slot is not there), and so must the layer, not read memory at Neuron's offsets
+    class Borrowing:
+        w, b, activation = Neuron.w, Neuron.b, Neuron.activation
+
+    with pytest.raises(TypeError, match="doesn't apply"):
+        Borrowing().w
+    with pytest.raises(TypeError, match="doesn't apply"):
+        engine.layer([Neuron(2), Borrowing()], [Value(1.0), Value(2.0)])
+
+
 @pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
 def test_a_neuron_pickles_and_copies_with_its_slots_and_other_attributes(protocol):
     import copy
