@@ -51,8 +51,19 @@ class Module:
 
 class Neuron(Module):
     # Slots (other attributes still go to the instance's __dict__): engine.layer() reads them
-    # in place, without a lookup per attribute.
+    # in place, without a lookup per attribute. Pickled as one dict, as before they were
+    # slots: every protocol works, and older pickles load.
     __slots__ = ("w", "b", "nonlin", "activation")
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update((name, getattr(self, name)) for name in Neuron.__slots__
+                     if hasattr(self, name))
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def __init__(self, nin, nonlin=True, activation="relu"):
         if activation not in ACTIVATIONS:

@@ -953,24 +953,24 @@ def layer(neurons, inputs):
     cdef list out = []
     cdef Value node
     cdef bint x_checked = all_values_in(x)     # a tuple: it stays so
-    cdef PyTypeObject* neuron_type = NULL
-    cdef Py_ssize_t w_at = -1, b_at = -1, activation_at = -1
-    for neuron in neurons:
-        if Py_TYPE(<PyObject*>neuron) != neuron_type:
-            neuron_type = Py_TYPE(<PyObject*>neuron)
-            w_at = slot_offset(neuron_type, "w")
-            b_at = slot_offset(neuron_type, "b")
-            activation_at = slot_offset(neuron_type, "activation")
-        activation = attribute(neuron, activation_at, "activation")
-        node = dot_node(attribute(neuron, w_at, "w"), x, attribute(neuron, b_at, "b"), x_checked)
-        if activation == "relu":
-            node = unary_op(RELU, node, 0.0, True)
-        elif activation == "tanh":
-            node = unary_op(TANH, node, 0.0, True)
-        elif activation != "linear":
-            raise ValueError(f"a neuron's activation must be 'relu', 'tanh' or 'linear', not "
-                             f"{activation!r}")
-        out.append(node)
+    cdef NeuronLayout layout                   # read in the order Neuron.__call__ reads
+    layout.type = NULL
+    try:
+        for neuron in neurons:
+            w = neuron_attribute(neuron, NEURON_W, &layout)
+            b = neuron_attribute(neuron, NEURON_B, &layout)
+            node = dot_node(w, x, b, x_checked)
+            activation = neuron_attribute(neuron, NEURON_ACTIVATION, &layout)
+            if activation == "relu":
+                node = unary_op(RELU, node, 0.0, True)
+            elif activation == "tanh":
+                node = unary_op(TANH, node, 0.0, True)
+            elif activation != "linear":
+                raise ValueError(f"a neuron's activation must be 'relu', 'tanh' or 'linear', "
+                                 f"not {activation!r}")
+            out.append(node)
+    finally:
+        Py_XDECREF(layout.type)
     return out
 
 
@@ -992,34 +992,64 @@ cdef extern from "Python.h":
     PyObject* _PyType_Lookup(PyTypeObject* type, PyObject* name)    # borrowed; never raises
     ctypedef object (*getattrofunc)(object, object)
     object PyObject_GenericGetAttr(object o, object name)
+    unsigned long Py_TPFLAGS_VALID_VERSION_TAG
     ctypedef struct TypeAttributes "PyTypeObject":
         getattrofunc tp_getattro
+        unsigned long tp_flags
+        unsigned int tp_version_tag     # changes when the class or a base does (0: none)
+
+cdef enum NeuronAttribute:
+    NEURON_W, NEURON_B, NEURON_ACTIVATION
+
+cdef tuple NEURON_ATTRIBUTES = ("w", "b", "activation")
+
+cdef struct NeuronLayout:               # where instances of a type keep w, b and activation
+    PyObject* type                      # owned (layer() releases it), so never another type
+    unsigned int version                # at the same address; its version tag when looked up
+    Py_ssize_t offsets[3]               # by NeuronAttribute; -1: read by getattr
 
 
-cdef Py_ssize_t slot_offset(PyTypeObject* type, str name) noexcept:
-    # Where an instance of `type` keeps attribute `name`, if plain attribute access reads it
-    # from a __slots__ slot (no __getattribute__ of the class's own, the class's descriptor a
-    # slot's, of a class `type` derives from: `w = Neuron.w` in another class reads nothing
-    # there, getattr raises); else -1. Looked up again at each layer() call: a class may change.
-    cdef PyObject* descriptor
-    if (<TypeAttributes*>type).tp_getattro != PyObject_GenericGetAttr:
-        return -1
-    descriptor = _PyType_Lookup(type, <PyObject*>name)
-    if descriptor == NULL or Py_TYPE(descriptor) != &PyMemberDescr_Type or \
-            (<PyMemberDescrObject*>descriptor).d_member.type != T_OBJECT_EX or \
-            not PyType_IsSubtype(type, PyDescr_TYPE(descriptor)):
-        return -1
-    return (<PyMemberDescrObject*>descriptor).d_member.offset
-
-
-cdef inline object attribute(object o, Py_ssize_t offset, str name):
-    # o.name: from its slot at `offset` (slot_offset), else (none, or unset) by getattr
+cdef object neuron_attribute(object neuron, int which, NeuronLayout* layout):
+    # neuron.w, .b or .activation: from the slot plain attribute access reads, if it reads one.
+    # Python code can run between two reads (a property, a finalizer while layer() allocates):
+    # each read checks the layout is still the neuron's type's, and that type unchanged.
+    cdef TypeAttributes* type = <TypeAttributes*>Py_TYPE(<PyObject*>neuron)
     cdef PyObject* value
-    if offset >= 0:
-        value = (<PyObject**>(<char*><PyObject*>o + offset))[0]
+    if not (<PyObject*>type == layout.type and layout.version != 0 and
+            type.tp_version_tag == layout.version and
+            type.tp_flags & Py_TPFLAGS_VALID_VERSION_TAG):
+        look_up_layout(<PyTypeObject*>type, layout)
+    if layout.offsets[which] >= 0:
+        value = (<PyObject**>(<char*><PyObject*>neuron + layout.offsets[which]))[0]
         if value != NULL:
             return <object>value
-    return getattr(o, name)
+    return getattr(neuron, NEURON_ATTRIBUTES[which])
+
+
+cdef void look_up_layout(PyTypeObject* type, NeuronLayout* layout) noexcept:
+    # The offsets of w, b and activation in instances of `type`, where plain attribute access
+    # reads a __slots__ slot: no __getattribute__ of the class's own, and the class's descriptor
+    # a slot's, of a class `type` derives from (`w = Neuron.w` in another class reads nothing
+    # there: getattr raises). Releases the last type first: that may run Python code.
+    cdef PyObject* descriptor
+    cdef int i
+    Py_XDECREF(layout.type)
+    layout.type = <PyObject*>type
+    Py_XINCREF(layout.type)
+    for i in range(3):
+        layout.offsets[i] = -1
+        if (<TypeAttributes*>type).tp_getattro != PyObject_GenericGetAttr:
+            continue
+        descriptor = _PyType_Lookup(type, <PyObject*>NEURON_ATTRIBUTES[i])
+        if descriptor != NULL and Py_TYPE(descriptor) == &PyMemberDescr_Type and \
+                (<PyMemberDescrObject*>descriptor).d_member.type == T_OBJECT_EX and \
+                PyType_IsSubtype(type, PyDescr_TYPE(descriptor)):
+            layout.offsets[i] = (<PyMemberDescrObject*>descriptor).d_member.offset
+    # _PyType_Lookup gives the type a version tag if it has none
+    if (<TypeAttributes*>type).tp_flags & Py_TPFLAGS_VALID_VERSION_TAG:
+        layout.version = (<TypeAttributes*>type).tp_version_tag
+    else:
+        layout.version = 0
 
 
 def sum(values):

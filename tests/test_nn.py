@@ -1,6 +1,8 @@
 """micrograd_c.nn against upstream's micrograd.nn on the same seed, and against hand-built
 upstream graphs for what upstream lacks (tanh networks)."""
+import gc
 import importlib.util
+import io
 import math
 import pickle
 import random
@@ -160,15 +162,118 @@ def test_a_layer_reads_no_slot_through_a_descriptor_borrowed_by_another_class():
         engine.layer([Neuron(2), Borrowing()], [Value(1.0), Value(2.0)])
 
 
-@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_a_layer_reads_what_a_neuron_holds_when_it_reaches_it():
+    # Python code running during the call (the neurons' iterator, a gc callback while the
+    # layer allocates) may change a class: each neuron reads as neuron.w would then
+    class Mutable(Neuron):
+        __slots__ = ()
+
+    tens = property(lambda self: [Value(10.0), Value(10.0)])
+
+    def neurons(change):
+        first, second = Mutable(2, activation="linear"), Mutable(2, activation="linear")
+        first.w = second.w = [Value(1.0), Value(1.0)]
+        yield first
+        change()
+        yield second
+
+    def get_attribute(self, name):
+        return [Value(10.0), Value(10.0)] if name == "w" else object.__getattribute__(self, name)
+
+    x = [Value(1.0), Value(2.0)]
+    for change in (lambda: setattr(Mutable, "w", tens),
+                   lambda: setattr(Mutable, "__getattribute__", get_attribute)):
+        assert [v.data for v in engine.layer(neurons(change), x)] == [3.0, 30.0]
+        for name in ("w", "__getattribute__"):
+            if name in vars(Mutable):
+                delattr(Mutable, name)
+    fired = []
+
+    def callback(phase, info):
+        if not fired:
+            fired.append(phase)
+            Mutable.w = tens
+
+    # 43 inputs: children tuples of a size no other test leaves spare, so the layer allocates
+    many = [Mutable(43, activation="linear") for _ in range(2000)]
+    for neuron in many:
+        neuron.w = [Value(1.0)] * 43
+    x = [Value(1.0)] * 43
+    tens = property(lambda self: [Value(10.0)] * 43)
+    out = []
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(5)
+    gc.callbacks.append(callback)
+    try:
+        out = engine.layer(many, x)
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*thresholds)
+    data = [v.data for v in out]
+    changed_at = data.index(430.0)             # the neurons read after the callback ran
+    assert fired and data == [43.0] * changed_at + [430.0] * (len(many) - changed_at)
+
+
+def test_a_layer_survives_a_neuron_type_freed_during_the_call():
+    # the first neuron's class freed after its neuron was read, a class of another layout then
+    # made (often at the same address): the second reads as getattr does (no attribute w)
+    def neurons():
+        class First(Neuron):
+            __slots__ = ()
+
+        neuron = First(2)
+        yield neuron
+        neuron.__class__ = Neuron
+        del First, neuron
+        gc.collect()
+
+        class Other(bytes):
+            __slots__ = ()
+
+        yield Other(b"A" * 64)
+
+    with pytest.raises(AttributeError, match="'Other' object has no attribute 'w'"):
+        engine.layer(neurons(), [1.0, 2.0])
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_a_neuron_pickles_and_copies_with_its_slots_and_other_attributes(protocol):
     import copy
     neuron = Neuron(2, activation="tanh")
     neuron.label = "first"
+    for clone in (pickle.loads(pickle.dumps(neuron, protocol)), copy.deepcopy(neuron),
+                  copy.copy(neuron), pickle.loads(pickle.dumps(MLP(2, [2, 1]), protocol))
+                  .layers[0].neurons[0]):
+        assert clone.w and all(isinstance(p, Value) for p in clone.parameters())
+        assert clone([0.5, -0.25]).data == clone.b.data + sum(
+            w.data * x for w, x in zip(clone.w, [0.5, -0.25])) or clone.activation != "linear"
     for clone in (pickle.loads(pickle.dumps(neuron, protocol)), copy.deepcopy(neuron)):
         assert [p.data for p in clone.parameters()] == [p.data for p in neuron.parameters()]
         assert (clone.activation, clone.nonlin, clone.label) == ("tanh", True, "first")
         assert clone([0.5, -0.25]).data == neuron([0.5, -0.25]).data
+
+
+def test_a_neuron_pickled_before_its_attributes_were_slots_loads():
+    # such a pickle holds one dict of the neuron's attributes, given to __setstate__
+    import copyreg
+    old_state = {"w": [Value(0.5), Value(-2.0)], "b": Value(0.25), "nonlin": True,
+                 "activation": "relu", "label": "kept"}
+
+    class OldPickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            if type(obj) is Neuron:
+                return copyreg.__newobj__, (Neuron,), old_state
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    OldPickler(buffer, 4).dump(Neuron(2))
+    neuron = pickle.loads(buffer.getvalue())
+    assert neuron.label == "kept" and neuron.activation == "relu"
+    assert engine.dot(neuron.w, [1.0, 1.0], neuron.b).data == 0.25 + 0.5 + -2.0
+    assert neuron([1.0, 1.0]).data == engine.layer([neuron], [1.0, 1.0])[0].data == 0.0  # relu
+    neuron.b.data = 3.0
+    assert engine.layer([neuron], [1.0, 1.0])[0].data == 3.0 + 0.5 + -2.0
 
 
 def test_a_layer_refuses_an_unknown_activation():
