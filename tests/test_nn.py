@@ -211,8 +211,10 @@ def test_a_layer_reads_what_a_neuron_holds_when_it_reaches_it():
         gc.callbacks.remove(callback)
         gc.set_threshold(*thresholds)
     data = [v.data for v in out]
-    changed_at = data.index(430.0)             # the neurons read after the callback ran
+    changed_at = data.index(430.0) if 430.0 in data else len(data)   # read after the callback
     assert fired and data == [43.0] * changed_at + [430.0] * (len(many) - changed_at)
+    if sys.version_info < (3, 12):      # from 3.12 a collection waits for the interpreter's
+        assert changed_at < len(many)   # next check, after layer() returns
 
 
 def test_a_layer_survives_a_neuron_type_freed_during_the_call():
