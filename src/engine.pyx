@@ -992,11 +992,22 @@ cdef extern from "Python.h":
     PyObject* _PyType_Lookup(PyTypeObject* type, PyObject* name)    # borrowed; never raises
     ctypedef object (*getattrofunc)(object, object)
     object PyObject_GenericGetAttr(object o, object name)
-    unsigned long Py_TPFLAGS_VALID_VERSION_TAG
     ctypedef struct TypeAttributes "PyTypeObject":
         getattrofunc tp_getattro
-        unsigned long tp_flags
-        unsigned int tp_version_tag     # changes when the class or a base does (0: none)
+
+# A class's version tag, which CPython gives it in a lookup and takes away when the class or a
+# base changes (measured on 3.9-3.13): from 3.10 by setting it to 0; 3.9 keeps the number and
+# clears a flag (internal, and no longer set from 3.13).
+cdef extern from *:
+    """
+    #if PY_VERSION_HEX < 0x030A0000
+    #define MICROGRAD_C_TYPE_VERSION(type) \\
+        (((type)->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? (type)->tp_version_tag : 0)
+    #else
+    #define MICROGRAD_C_TYPE_VERSION(type) ((type)->tp_version_tag)
+    #endif
+    """
+    unsigned int type_version "MICROGRAD_C_TYPE_VERSION"(PyTypeObject* type)  # 0: none
 
 cdef enum NeuronAttribute:
     NEURON_W, NEURON_B, NEURON_ACTIVATION
@@ -1013,12 +1024,11 @@ cdef object neuron_attribute(object neuron, int which, NeuronLayout* layout):
     # neuron.w, .b or .activation: from the slot plain attribute access reads, if it reads one.
     # Python code can run between two reads (a property, a finalizer while layer() allocates):
     # each read checks the layout is still the neuron's type's, and that type unchanged.
-    cdef TypeAttributes* type = <TypeAttributes*>Py_TYPE(<PyObject*>neuron)
+    cdef PyTypeObject* type = Py_TYPE(<PyObject*>neuron)
     cdef PyObject* value
     if not (<PyObject*>type == layout.type and layout.version != 0 and
-            type.tp_version_tag == layout.version and
-            type.tp_flags & Py_TPFLAGS_VALID_VERSION_TAG):
-        look_up_layout(<PyTypeObject*>type, layout)
+            type_version(type) == layout.version):
+        look_up_layout(type, layout)
     if layout.offsets[which] >= 0:
         value = (<PyObject**>(<char*><PyObject*>neuron + layout.offsets[which]))[0]
         if value != NULL:
@@ -1045,11 +1055,7 @@ cdef void look_up_layout(PyTypeObject* type, NeuronLayout* layout) noexcept:
                 (<PyMemberDescrObject*>descriptor).d_member.type == T_OBJECT_EX and \
                 PyType_IsSubtype(type, PyDescr_TYPE(descriptor)):
             layout.offsets[i] = (<PyMemberDescrObject*>descriptor).d_member.offset
-    # _PyType_Lookup gives the type a version tag if it has none
-    if (<TypeAttributes*>type).tp_flags & Py_TPFLAGS_VALID_VERSION_TAG:
-        layout.version = (<TypeAttributes*>type).tp_version_tag
-    else:
-        layout.version = 0
+    layout.version = type_version(type)       # _PyType_Lookup gives it one if it can
 
 
 def sum(values):
