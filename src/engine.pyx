@@ -1029,6 +1029,8 @@ cdef object neuron_attribute(object neuron, int which, NeuronLayout* layout):
     if not (<PyObject*>type == layout.type and layout.version != 0 and
             type_version(type) == layout.version):
         look_up_layout(type, layout)
+        if Py_TYPE(<PyObject*>neuron) != type:     # changed by what the release ran
+            return getattr(neuron, NEURON_ATTRIBUTES[which])
     if layout.offsets[which] >= 0:
         value = (<PyObject**>(<char*><PyObject*>neuron + layout.offsets[which]))[0]
         if value != NULL:
@@ -1040,7 +1042,8 @@ cdef void look_up_layout(PyTypeObject* type, NeuronLayout* layout) noexcept:
     # The offsets of w, b and activation in instances of `type`, where plain attribute access
     # reads a __slots__ slot: no __getattribute__ of the class's own, and the class's descriptor
     # a slot's, of a class `type` derives from (`w = Neuron.w` in another class reads nothing
-    # there: getattr raises). Releases the last type first: that may run Python code.
+    # there: getattr raises). Releases the last type first: that may run Python code (a class
+    # is freed by the cyclic GC, not here, in practice), before anything is looked up.
     cdef PyObject* descriptor
     cdef int i
     Py_XDECREF(layout.type)
