@@ -244,12 +244,18 @@ def test_a_neuron_pickles_and_copies_with_its_slots_and_other_attributes(protoco
     import copy
     neuron = Neuron(2, activation="tanh")
     neuron.label = "first"
-    for clone in (pickle.loads(pickle.dumps(neuron, protocol)), copy.deepcopy(neuron),
-                  copy.copy(neuron), pickle.loads(pickle.dumps(MLP(2, [2, 1]), protocol))
-                  .layers[0].neurons[0]):
-        assert clone.w and all(isinstance(p, Value) for p in clone.parameters())
-        assert clone([0.5, -0.25]).data == clone.b.data + sum(
-            w.data * x for w, x in zip(clone.w, [0.5, -0.25])) or clone.activation != "linear"
+    model = MLP(2, [2, 1])
+    for clone, original in ((pickle.loads(pickle.dumps(neuron, protocol)), neuron),
+                            (copy.deepcopy(neuron), neuron), (copy.copy(neuron), neuron),
+                            (pickle.loads(pickle.dumps(model, protocol)).layers[0].neurons[0],
+                             model.layers[0].neurons[0])):
+        assert [p.data for p in clone.parameters()] == [p.data for p in original.parameters()]
+        assert (clone.activation, clone.nonlin) == (original.activation, original.nonlin)
+        z = clone.b.data                        # the neuron by hand on floats, bias first
+        for w, x in zip(clone.w, [0.5, -0.25]):
+            z += w.data * x
+        expected = {"tanh": math.tanh(z), "relu": max(0.0, z), "linear": z}[clone.activation]
+        assert close(clone([0.5, -0.25]).data, expected, rel=1e-12)
     for clone in (pickle.loads(pickle.dumps(neuron, protocol)), copy.deepcopy(neuron)):
         assert [p.data for p in clone.parameters()] == [p.data for p in neuron.parameters()]
         assert (clone.activation, clone.nonlin, clone.label) == ("tanh", True, "first")
