@@ -594,9 +594,11 @@ cdef bint by_depth(PtrStack* order, double* saved) noexcept:
     # node as deep as a layer's dots, the negated target of a squared error z - t, would
     # otherwise come between them and split the layer). Kept only if each node's parents come
     # in the same order as before: the sweep then gives each grad its contributions in the
-    # same order, and backward's bits are the same. record() calls it while every node's grad
-    # holds its position (saved[] their grads); it puts the nodes, saved[] and the positions in
-    # the new order and returns True, or changes nothing.
+    # same order, and backward's bits are the same. The root stays last, where forward() and
+    # backward() find it: a node below a hand-made one only (no tape link reaches it) is as
+    # shallow as the root. record() calls it while every node's grad holds its position (saved[]
+    # their grads); it puts the nodes, saved[] and the positions in the new order and returns
+    # True, or changes nothing.
     cdef Py_ssize_t n = order.size, i, j, deepest = 0
     cdef int c, key
     cdef bint keeps = True, moves = False
@@ -614,15 +616,17 @@ cdef bint by_depth(PtrStack* order, double* saved) noexcept:
                 c = child_position(node, j)
                 depth[c] = max(depth[c], depth[i] + 1)
             deepest = max(deepest, depth[i])
-        if deepest < (INT_MAX - 5) // 2:    # every key an int (a chain of 1e9 nodes is not)
-            starts = <int*>PyMem_Calloc(2 * deepest + 5, sizeof(int))
+        if deepest < (INT_MAX - 6) // 2:    # every key an int (a chain of 1e9 nodes is not)
+            starts = <int*>PyMem_Calloc(2 * deepest + 6, sizeof(int))
     if starts != NULL:
         for i in range(n):                  # a counting sort, stable, by key: 0 for a leaf,
-            node = <Value>order.items[i]    # else the deepest first, a depth's dots first
+            node = <Value>order.items[i]    # else the deepest first, a depth's dots first,
             depth[i] = 0 if is_leaf(node) else \
                 2 * (deepest + 1 - depth[i]) + (node.op != DOT)
+            if i == n - 1 and depth[i]:     # and the root (not a leaf: the graph's only node)
+                depth[i] = 2 * deepest + 4  # last
             starts[depth[i] + 1] += 1
-        for key in range(1, 2 * deepest + 5):
+        for key in range(1, 2 * deepest + 6):
             starts[key] += starts[key - 1]
         for i in range(n):
             place[i] = starts[depth[i]]

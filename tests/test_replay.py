@@ -88,6 +88,54 @@ def test_replay_gives_the_bits_of_a_rebuilt_graph(case, new_leaves, twice):
     replay_matches_rebuilding(root, rebuilt)
 
 
+
+def test_the_root_stays_last_above_what_only_a_hand_made_node_reaches():
+    # Value(x, (child,), op) keeps its children for drawing, with no gradient (as upstream): no
+    # link of the tape reaches what lies below it only, which by_depth found as shallow as the
+    # root, and put after a dot root. forward() returned that node, backward() seeded it.
+    a, b = Value(2.0), Value(3.0)
+    hidden = a * b + 1.0
+    custom = Value(5.0, (hidden,), "custom")
+    root = engine.dot([custom, a], [a, b])              # 5 * 2 + 2 * 3
+    step = engine.compile(root)
+    assert step.forward() == 16.0
+    step.backward()
+    # by hand: d/da = custom + b, d/db = a, d/dcustom = a; nothing reaches hidden
+    assert (root.grad, a.grad, b.grad, custom.grad, hidden.grad) == (1.0, 8.0, 2.0, 2.0, 0.0)
+
+
+@fuzz
+@given(programs(OPS, numbers), st.lists(numbers, min_size=4, max_size=4),
+       st.sampled_from(["dot", "sum", "add"]))
+def test_replay_below_a_hand_made_node_gives_the_bits_of_a_rebuilt_graph(case, new_leaves, top):
+    leaves, program = case
+
+    def build(xs, kept=None):
+        # the program, a hand-made node over its result, and a root over that node
+        nodes, below = run(xs, program, Value, OURS)
+        a, b = nodes[0], nodes[1]
+        custom = Value(below.data if kept is None else kept, (below,), "stop")
+        root = engine.dot([custom, a], [a, b]) if top == "dot" else \
+            engine.sum([custom, a * b]) if top == "sum" else custom * a + b
+        return nodes[:len(xs)], custom, root
+
+    try:
+        inputs, custom, root = build(leaves)
+        new_leaves = new_leaves[:len(leaves)]
+        _, _, rebuilt = build(new_leaves, kept=custom.data)    # hand-made: it keeps its data
+    except BUILD_ERRORS:
+        assume(False)
+    step = engine.compile(root)
+    for leaf, x in zip(inputs, new_leaves):
+        leaf.data = x
+    for leaf in walk(root):
+        if not leaf._children:
+            leaf.grad = 0.0
+    assert bits(step.forward()) == bits(rebuilt.data)
+    step.backward()
+    rebuilt.backward()
+    replay_matches_rebuilding(root, rebuilt)
+
 # Every op, at numbers that include the points where a derivative changes its formula (relu
 # and the powers at 0): a gradient graph is a function of its inputs like any other graph.
 gradient_numbers = st.one_of(st.floats(-3, 3), st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.0]))
