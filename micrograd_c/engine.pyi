@@ -83,11 +83,20 @@ def descend(values: Iterable[Value], lr: float) -> None:
     the items before it updated (as that loop)."""
     ...
 
-def layer(neurons: Iterable[Any], inputs: Iterable[Union[Value, _Number]]) -> list[Value]:
-    """[neuron(inputs) for neuron in neurons], for a layer of micrograd_c.nn's Neurons, in one
-    call: each neuron is dot(neuron.w, inputs, neuron.b), then its activation ('relu', 'tanh'
-    or 'linear'), the very nodes Neuron.__call__ makes. A number among the inputs becomes one
-    leaf Value for the whole layer. Returns a list."""
+def neuron(self: Any, x: Iterable[Union[Value, _Number]]) -> Value:
+    """What a micrograd_c.nn Neuron computes (it is Neuron.__call__, hence upstream's
+    signature): dot(self.w, x, self.b), then, if self.nonlin, its activation: self.activation,
+    'relu' (upstream's one nonlinearity, and the default where the neuron has no such
+    attribute), 'tanh' or 'linear'. A number among the inputs becomes a leaf Value. Attributes
+    are read as self.w reads them, in that order."""
+    ...
+
+def layer(neurons: Iterable[Any], inputs: Iterable[Union[Value, _Number]]) -> list[Any]:
+    """[neuron(inputs) for neuron in neurons] in one call, for a layer of micrograd_c.nn's
+    Neurons: a neuron whose class calls engine.neuron (Neuron's __call__), or has no __call__,
+    is made here, the very nodes engine.neuron makes; a neuron of a class with a __call__ of
+    its own is called. A number among the inputs becomes one leaf Value for the whole layer
+    (for the neurons made here). Returns a list."""
     ...
 
 def sum(values: Iterable[Union[Value, _Number]]) -> Value:

@@ -55,38 +55,44 @@ class Neuron(Module):
     # slots: every protocol works, and older pickles load.
     __slots__ = ("w", "b", "nonlin", "activation")
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.update((name, getattr(self, name)) for name in Neuron.__slots__
-                     if hasattr(self, name))
-        return state
-
-    def __setstate__(self, state):
-        for name, value in state.items():
-            setattr(self, name, value)
-
     def __init__(self, nin, nonlin=True, activation="relu"):
+        """nonlin, as upstream: whether the neuron has a nonlinearity; activation: which one.
+        'linear' is none: its nonlin is False."""
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
         self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
         self.b = Value(0)
-        self.nonlin = nonlin
-        self.activation = activation if nonlin else "linear"
+        self.nonlin = nonlin if activation != "linear" else False
+        self.activation = activation
 
-    def __call__(self, x):
-        act = engine.dot(self.w, x, self.b)
-        if self.activation == "relu":
-            return act.relu()
-        if self.activation == "tanh":
-            return act.tanh()
-        return act
+    # dot(self.w, x, self.b), then self.activation if self.nonlin (relu where a subclass set no
+    # activation, as upstream's): the engine's, which makes a Layer's neurons in one call
+    # (engine.layer) unless their class has a __call__ of its own.
+    __call__ = engine.neuron
 
     def parameters(self):
         return self.w + [self.b]
 
     def __repr__(self):
-        name = {"relu": "ReLU", "tanh": "Tanh", "linear": "Linear"}[self.activation]
+        activation = getattr(self, "activation", "relu") if self.nonlin else "linear"
+        name = {"relu": "ReLU", "tanh": "Tanh", "linear": "Linear"}.get(activation, activation)
         return f"{name}Neuron({len(self.w)})"
+
+    def __getstate__(self):
+        # every class's slots, a subclass's too, and the instance's dict
+        state = dict(getattr(self, "__dict__", {}))
+        for cls in type(self).__mro__:
+            slots = cls.__dict__.get("__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if name.startswith("__") and not name.endswith("__"):
+                    name = f"_{cls.__name__.lstrip('_')}{name}"        # a private name
+                if name not in ("__dict__", "__weakref__") and hasattr(self, name):
+                    state[name] = getattr(self, name)
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
 class Layer(Module):
@@ -95,7 +101,8 @@ class Layer(Module):
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
     def __call__(self, x):
-        # One engine call makes every neuron's nodes, as [n(x) for n in self.neurons] would.
+        # [n(x) for n in self.neurons], as upstream, in one engine call: it makes the nodes of
+        # the neurons that call engine.neuron and calls the others.
         out = engine.layer(self.neurons, x)
         return out[0] if len(out) == 1 else out
 

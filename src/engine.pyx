@@ -938,44 +938,78 @@ cdef bint all_values_in(object items):
     return True
 
 
-def layer(neurons, inputs):
-    """[neuron(inputs) for neuron in neurons], for a layer of micrograd_c.nn's Neurons, in one
-    call: each neuron is dot(neuron.w, inputs, neuron.b), then its activation ('relu', 'tanh'
-    or 'linear'), the very nodes Neuron.__call__ makes. A number among the inputs becomes one
-    leaf Value for the whole layer. Returns a list.
+def neuron(self, x):
+    """What a micrograd_c.nn Neuron computes (it is Neuron.__call__, hence upstream's
+    signature): dot(self.w, x, self.b), then, if self.nonlin, its activation: self.activation,
+    'relu' (upstream's one nonlinearity, and the default where the neuron has no such
+    attribute), 'tanh' or 'linear'. A number among the inputs becomes a leaf Value. Attributes
+    are read as self.w reads them, in that order.
     """
-    cdef tuple x = tuple(inputs)
-    cdef Py_ssize_t i
-    for i in range(len(x)):
-        if not isinstance(x[i], Value):
-            x = x[:i] + tuple(v if isinstance(v, Value) else Value(v) for v in x[i:])
-            break
-    cdef list out = []
-    cdef Value node
-    cdef bint x_checked = all_values_in(x)     # a tuple: it stays so
-    cdef NeuronLayout layout                   # read in the order Neuron.__call__ reads
+    cdef tuple inputs = layer_inputs(x)
+    cdef NeuronLayout layout
     layout.type = NULL
     try:
-        for neuron in neurons:
-            w = neuron_attribute(neuron, NEURON_W, &layout)
-            b = neuron_attribute(neuron, NEURON_B, &layout)
-            node = dot_node(w, x, b, x_checked)
-            activation = neuron_attribute(neuron, NEURON_ACTIVATION, &layout)
-            if activation == "relu":
-                node = unary_op(RELU, node, 0.0, True)
-            elif activation == "tanh":
-                node = unary_op(TANH, node, 0.0, True)
-            elif activation != "linear":
-                raise ValueError(f"a neuron's activation must be 'relu', 'tanh' or 'linear', "
-                                 f"not {activation!r}")
-            out.append(node)
+        return neuron_output(self, inputs, all_values_in(inputs), &layout)
+    finally:
+        Py_XDECREF(layout.type)
+
+
+cdef object NEURON_CALL = neuron       # the __call__ of a class whose neurons layer() makes
+
+
+def layer(neurons, inputs):
+    """[neuron(inputs) for neuron in neurons] in one call, for a layer of micrograd_c.nn's
+    Neurons: a neuron whose class calls engine.neuron (Neuron's __call__), or has no __call__,
+    is made here, the very nodes engine.neuron makes; a neuron of a class with a __call__ of
+    its own is called. A number among the inputs becomes one leaf Value for the whole layer
+    (for the neurons made here). Returns a list.
+    """
+    cdef tuple x = layer_inputs(inputs)
+    cdef list out = []
+    cdef bint x_checked = all_values_in(x)     # a tuple: it stays so
+    cdef NeuronLayout layout
+    layout.type = NULL
+    try:
+        for item in neurons:
+            if made_here(item, &layout):
+                out.append(neuron_output(item, x, x_checked, &layout))
+            else:
+                out.append(item(inputs))
     finally:
         Py_XDECREF(layout.type)
     return out
 
 
-# A Neuron keeps w, b and activation in __slots__ (micrograd_c.nn): layer() reads them where
-# they are, as neuron.w would. Three getattrs a neuron were 9% of the demo's fused step (a
+cdef tuple layer_inputs(object inputs):
+    # the inputs as a tuple, a number as a leaf Value
+    cdef tuple x = tuple(inputs)
+    cdef Py_ssize_t i
+    for i in range(len(x)):
+        if not isinstance(x[i], Value):
+            return x[:i] + tuple(v if isinstance(v, Value) else Value(v) for v in x[i:])
+    return x
+
+
+cdef Value neuron_output(object neuron, tuple x, bint x_checked, NeuronLayout* layout):
+    # engine.neuron: read in the order Neuron.__call__ always read them
+    w = neuron_attribute(neuron, NEURON_W, layout)
+    b = neuron_attribute(neuron, NEURON_B, layout)
+    cdef Value node = dot_node(w, x, b, x_checked)
+    if not neuron_attribute(neuron, NEURON_NONLIN, layout):
+        return node
+    activation = neuron_attribute(neuron, NEURON_ACTIVATION, layout)
+    if activation == "relu":
+        return unary_op(RELU, node, 0.0, True)
+    if activation == "tanh":
+        return unary_op(TANH, node, 0.0, True)
+    if activation != "linear":
+        raise ValueError(f"a neuron's activation must be 'relu', 'tanh' or 'linear', not "
+                         f"{activation!r}")
+    return node
+
+
+# A Neuron keeps w, b, nonlin and activation in __slots__ (micrograd_c.nn): layer() reads them
+# where they are, as neuron.w would. Three getattrs a neuron were 9% of the demo's fused step (a
 # lookup in the type, then in the instance's keys: ~13 ns each).
 cdef extern from "structmember.h":
     ctypedef struct PyMemberDef:
@@ -1010,46 +1044,70 @@ cdef extern from *:
     unsigned int type_version "MICROGRAD_C_TYPE_VERSION"(PyTypeObject* type)  # 0: none
 
 cdef enum NeuronAttribute:
-    NEURON_W, NEURON_B, NEURON_ACTIVATION
+    NEURON_W, NEURON_B, NEURON_NONLIN, NEURON_ACTIVATION
 
-cdef tuple NEURON_ATTRIBUTES = ("w", "b", "activation")
+cdef tuple NEURON_ATTRIBUTES = ("w", "b", "nonlin", "activation")
+cdef tuple NEURON_DEFAULTS = (None, None, True, "relu")     # where a neuron has none (not w, b)
+cdef str CALL = "__call__"
 
-cdef struct NeuronLayout:               # where instances of a type keep w, b and activation
+cdef struct NeuronLayout:               # where instances of a type keep w, b, nonlin, activation
     PyObject* type                      # owned (layer() releases it), so never another type
     unsigned int version                # at the same address; its version tag when looked up
-    Py_ssize_t offsets[3]               # by NeuronAttribute; -1: read by getattr
+    Py_ssize_t offsets[4]               # by NeuronAttribute; -1: read by getattr
+    bint made                           # its instances made by layer(), not called
 
 
-cdef object neuron_attribute(object neuron, int which, NeuronLayout* layout):
-    # neuron.w, .b or .activation: from the slot plain attribute access reads, if it reads one.
-    # Python code can run between two reads (a property, a finalizer while layer() allocates):
-    # each read checks the layout is still the neuron's type's, and that type unchanged.
+cdef inline bint fresh_layout(object neuron, NeuronLayout* layout) noexcept:
+    # Makes `layout` the neuron's type's, unless it is; False if the neuron's type changed on
+    # the way (releasing the last type may run Python code), and then nothing is known of it.
+    # Python code can run between two reads (a property, a finalizer while layer() allocates,
+    # a neuron called): each read checks the layout is still the type's, and the type unchanged.
     cdef PyTypeObject* type = Py_TYPE(<PyObject*>neuron)
+    if <PyObject*>type == layout.type and layout.version != 0 and \
+            type_version(type) == layout.version:
+        return True
+    look_up_layout(type, layout)
+    return Py_TYPE(<PyObject*>neuron) == type
+
+
+cdef inline bint made_here(object neuron, NeuronLayout* layout) noexcept:
+    # layer() makes a neuron whose class calls engine.neuron, or has no __call__; calls others
+    if fresh_layout(neuron, layout):
+        return layout.made
+    return calls_engine_neuron(Py_TYPE(<PyObject*>neuron))
+
+
+cdef inline bint calls_engine_neuron(PyTypeObject* type) noexcept:
+    cdef PyObject* call = _PyType_Lookup(type, <PyObject*>CALL)
+    return call == NULL or call == <PyObject*>NEURON_CALL
+
+
+cdef inline object neuron_attribute(object neuron, int which, NeuronLayout* layout):
+    # neuron.w, .b, .nonlin or .activation: from the slot plain attribute access reads, if it
+    # reads one; nonlin and activation Neuron's defaults where the neuron has none
     cdef PyObject* value
-    if not (<PyObject*>type == layout.type and layout.version != 0 and
-            type_version(type) == layout.version):
-        look_up_layout(type, layout)
-        if Py_TYPE(<PyObject*>neuron) != type:     # changed by what the release ran
-            return getattr(neuron, NEURON_ATTRIBUTES[which])
-    if layout.offsets[which] >= 0:
+    if fresh_layout(neuron, layout) and layout.offsets[which] >= 0:
         value = (<PyObject**>(<char*><PyObject*>neuron + layout.offsets[which]))[0]
         if value != NULL:
             return <object>value
+    if which == NEURON_NONLIN or which == NEURON_ACTIVATION:
+        return getattr(neuron, NEURON_ATTRIBUTES[which], NEURON_DEFAULTS[which])
     return getattr(neuron, NEURON_ATTRIBUTES[which])
 
 
 cdef void look_up_layout(PyTypeObject* type, NeuronLayout* layout) noexcept:
-    # The offsets of w, b and activation in instances of `type`, where plain attribute access
-    # reads a __slots__ slot: no __getattribute__ of the class's own, and the class's descriptor
-    # a slot's, of a class `type` derives from (`w = Neuron.w` in another class reads nothing
-    # there: getattr raises). Releases the last type first: that may run Python code (a class
-    # is freed by the cyclic GC, not here, in practice), before anything is looked up.
+    # The offsets of w, b, nonlin and activation in instances of `type`, where plain attribute
+    # access reads a __slots__ slot: no __getattribute__ of the class's own, and the class's
+    # descriptor a slot's, of a class `type` derives from (`w = Neuron.w` in another class reads
+    # nothing there: getattr raises); and whether layer() makes its instances. Releases the last
+    # type first: that may run Python code (a class is freed by the cyclic GC, not here, in
+    # practice), before anything is looked up.
     cdef PyObject* descriptor
     cdef int i
     Py_XDECREF(layout.type)
     layout.type = <PyObject*>type
     Py_XINCREF(layout.type)
-    for i in range(3):
+    for i in range(4):
         layout.offsets[i] = -1
         if (<TypeAttributes*>type).tp_getattro != PyObject_GenericGetAttr:
             continue
@@ -1058,6 +1116,7 @@ cdef void look_up_layout(PyTypeObject* type, NeuronLayout* layout) noexcept:
                 (<PyMemberDescrObject*>descriptor).d_member.type == T_OBJECT_EX and \
                 PyType_IsSubtype(type, PyDescr_TYPE(descriptor)):
             layout.offsets[i] = (<PyMemberDescrObject*>descriptor).d_member.offset
+    layout.made = calls_engine_neuron(type)
     layout.version = type_version(type)       # _PyType_Lookup gives it one if it can
 
 

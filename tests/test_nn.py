@@ -67,6 +67,93 @@ def test_demo_training_matches_upstream():
         assert close(p.data, q.data, rel=1e-11, abs_=1e-13)
 
 
+
+def test_nonlin_set_after_construction_counts_as_upstreams():
+    # upstream reads nonlin at each call (and in repr): the usual way to make a layer linear
+    for make in (lambda nn: nn.Layer(2, 3), lambda nn: nn.Layer(2, 3, nonlin=False)):
+        ours, theirs = pair(make, seed=5)
+        for flip in (True, False, True):
+            for n, m in zip(ours.neurons, theirs.neurons):
+                n.nonlin = m.nonlin = not flip if n is ours.neurons[0] else flip
+            x = [-3.0, 0.5]
+            assert repr(ours) == repr(theirs)
+            assert [v.data for v in ours(x)] == [v.data for v in theirs([UValue(v) for v in x])]
+            assert [n(x).data for n in ours.neurons] == \
+                [m([UValue(v) for v in x]).data for m in theirs.neurons]
+    ours, theirs = pair(lambda nn: nn.MLP(2, [3, 1]))
+    assert [n.nonlin for layer in ours.layers for n in layer.neurons] == \
+        [n.nonlin for layer in theirs.layers for n in layer.neurons]
+
+
+def upstream_style_classes(nn, Value):
+    """Neuron classes written against upstream's API: a weight init of one's own that doesn't
+    call Neuron.__init__, a __call__ of one's own on a Neuron, and a neuron of another class."""
+
+    class GaussNeuron(nn.Neuron):
+        def __init__(self, nin, nonlin=True):
+            self.w = [Value(random.gauss(0, 1)) for _ in range(nin)]
+            self.b = Value(0)
+            self.nonlin = nonlin
+
+    class ScaledNeuron(nn.Neuron):
+        def __call__(self, x):
+            return super().__call__(x) * 10.0
+
+    class OwnNeuron:
+        def __init__(self, nin):
+            self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
+            self.b = Value(0.5)
+
+        def __call__(self, x):
+            return sum((wi * xi for wi, xi in zip(self.w, x)), self.b) ** 2
+
+        def parameters(self):
+            return self.w + [self.b]
+
+    return GaussNeuron, ScaledNeuron, OwnNeuron
+
+
+def test_neurons_of_upstream_style_classes_in_a_layer_give_upstreams_numbers():
+    def make(nn):
+        Value = nn.Value if hasattr(nn, "Value") else UValue
+        gauss, scaled, own = upstream_style_classes(nn, Value)
+        layer = nn.Layer(3, 1)
+        layer.neurons = [gauss(3), gauss(3, nonlin=False), scaled(3), own(3), nn.Neuron(3)]
+        return layer
+
+    ours, theirs = pair(make, seed=6)
+    x = [0.5, -1.5, 2.0]
+    assert [repr(n) for n in ours.neurons[:3]] == [repr(n) for n in theirs.neurons[:3]]
+    out, expected = ours([Value(v) for v in x]), theirs([UValue(v) for v in x])
+    assert [v.data for v in out] == pytest.approx([v.data for v in expected], rel=1e-12)
+    assert [n(x).data for n in ours.neurons] == pytest.approx([v.data for v in expected],
+                                                               rel=1e-12)
+    engine.sum(out).backward()
+    sum(expected).backward()
+    assert [p.grad for p in ours.parameters()] == \
+        pytest.approx([p.grad for p in theirs.parameters()], rel=1e-12)
+
+
+class Scaled(Neuron):
+    __slots__ = ("scale", "__offset")
+
+    def __init__(self, nin, scale):
+        super().__init__(nin)
+        self.scale = scale
+        self.__offset = 0.5
+
+    def __call__(self, x):
+        return super().__call__(x) * self.scale + self.__offset
+
+
+def test_a_neuron_subclass_keeps_its_own_slots_through_copy_and_pickle():
+    import copy
+    neuron = Scaled(2, 3.0)
+    z = max(0.0, neuron.w[0].data * 1.0 + neuron.w[1].data * -2.0)    # by hand
+    for clone in (copy.copy(neuron), copy.deepcopy(neuron),
+                  pickle.loads(pickle.dumps(neuron)), pickle.loads(pickle.dumps(neuron, 0))):
+        assert clone([1.0, -2.0]).data == z * 3.0 + 0.5
+
 def test_layer_with_one_output_returns_a_value():
     layer = Layer(3, 1)
     out = layer([1.0, 2.0, 3.0])
