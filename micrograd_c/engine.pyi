@@ -12,6 +12,7 @@ class Value:
     data: float
     grad: float
     label: str
+    _op: str                      # the op that made it, as upstream spells it; settable
     __dict__: dict[str, Any]      # made when a first attribute is set
 
     def __init__(
@@ -57,10 +58,6 @@ class Value:
     @property
     def _children(self) -> tuple["Value", ...]:
         """The child Values in order, as given to Value(data, _children, _op): (a, b) of a + b."""
-        ...
-    @property
-    def _op(self) -> str:
-        """The op that made this node, spelled as upstream does: '+', '*', '**2', 'ReLU', ..."""
         ...
     @property
     def _backward(self) -> Callable[[], None]:

@@ -314,10 +314,10 @@ cdef inline tuple children_of(Value node):
     return <tuple>node.right
 
 
-# Names of the ops as upstream spells them (`_op`), for graph drawers. POW_CONST and CUSTOM
-# are spelled from the node's state.
+# Names of the ops as upstream spells them (`_op`), for graph drawers. POW_CONST is spelled
+# from the node's state; a hand-made node's _op (and one set) is kept in its __dict__.
 OP_NAMES = {
-    LEAF: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*', RPOW_CONST: '**',
+    LEAF: '', CUSTOM: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*', RPOW_CONST: '**',
     RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', DOT: 'dot', SUM: 'sum',
     LOGSUMEXP: 'logsumexp', CROSS_ENTROPY: 'cross_entropy', MUL_NO_NAN: 'mul_no_nan',
     POW_MASK: 'pow_mask', STEP: 'step',
@@ -345,26 +345,14 @@ def _times_grad(double d, double g):
     return times_grad(d, g)
 
 
-# Op strings given to Value(..., _op=...); a CUSTOM node stores its string's index as its state,
-# so that a node never holds an arbitrary object. The table keeps each distinct string for the
-# life of the process: there are as many as a program spells, not one per node.
-cdef list custom_op_names = []
-cdef dict custom_op_index = {}
 
 
-cdef double custom_op_id(str name) except -1.0:
-    if name not in custom_op_index:
-        custom_op_index[name] = len(custom_op_names)
-        custom_op_names.append(name)
-    return custom_op_index[name]
-
-
-cdef str exact_str(object label):
+cdef str exact_str(object label, str what="label"):
     if type(label) is str:
         return label
     if isinstance(label, str):
         return str.__str__(label)      # a str subclass could carry arbitrary objects
-    raise TypeError(f"label must be a str, not '{type(label).__name__}'")
+    raise TypeError(f"{what} must be a str, not '{type(label).__name__}'")
 
 
 # Freeing. Dropping a graph recursively overflows the C stack (measured: a 1,000,000-deep chain
@@ -469,10 +457,11 @@ cdef class Value:
         if self.made:                   # made meanwhile, by user code the checks above ran
             raise TypeError("Value.__init__() can't remake an existing Value: create a new one")
         if children or _op:
-            self.state = custom_op_id(_op)
             self.op = CUSTOM
             self.right = children
         self.data = value
+        if _op:                         # kept with the node, as label: freed with it
+            attributes(self, True)["_op"] = _op
         if label:
             attributes(self, True)["label"] = label
         self.made = True
@@ -635,14 +624,24 @@ cdef class Value:
 
     @property
     def _op(self):
-        """The op that made this node, spelled as upstream does: '+', '*', '**2', 'ReLU', ..."""
+        """The op that made this node, spelled as upstream does: '+', '*', '**2', 'ReLU', ...;
+        or the one given to Value() or set (for drawing), kept in the node's __dict__."""
+        added = attributes(self, False)
+        if added is not None and "_op" in added:
+            return exact_str(added["_op"], "_op")
         if self.op == POW_CONST:
             integral = isfinite(self.state) and self.state == floor(self.state)
             exponent = int(self.state) if integral else self.state
             return f"**{exponent}"
-        if self.op == CUSTOM:
-            return custom_op_names[<Py_ssize_t>self.state]
         return OP_NAMES[self.op]
+
+    @_op.setter
+    def _op(self, value):
+        attributes(self, True)["_op"] = exact_str(value, "_op")
+
+    @_op.deleter
+    def _op(self):
+        raise AttributeError("can't delete a Value's _op: set it to '' instead")
 
     @property
     def _backward(self):
@@ -662,6 +661,7 @@ cdef class Value:
     def __reduce__(self):
         added = dict(attributes(self, False) or {})
         added.pop("label", None)
+        added.pop("_op", None)          # a leaf's is ''
         if added:
             return (Value, (self.data,), (self.grad, self.label, added))
         return (Value, (self.data,), (self.grad, self.label))
