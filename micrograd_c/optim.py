@@ -23,9 +23,15 @@ class Optimizer:
 
     def __init__(self, params, lr):
         self.params = list(params)
-        for p in self.params:
+        first = {}
+        for i, p in enumerate(self.params):
             if not isinstance(p, Value):
                 raise TypeError(f"an optimizer takes Values, not '{type(p).__name__}'")
+            # Updated in bulk, a Value listed twice would get one update with some settings and
+            # two with others (torch.optim warns of duplicates, and means to refuse them).
+            if first.setdefault(id(p), i) != i:
+                raise ValueError(f"parameter {i} is parameter {first[id(p)]} again (tied "
+                                 "weights?): list each Value once")
         if not lr >= 0:
             raise ValueError(f"invalid learning rate: {lr}")
         self.lr = lr

@@ -92,6 +92,18 @@ def test_bad_settings_raise(make):
         make()
 
 
+
+@pytest.mark.parametrize("make", [
+    lambda p: SGD(p, lr=0.1), lambda p: SGD(p, lr=0.1, momentum=0.9),
+    lambda p: SGD(p, lr=0.1, weight_decay=1e-9), lambda p: Adam(p)])
+def test_a_value_listed_twice_is_refused(make):
+    # in bulk it got one update with some settings and two with others; the message says
+    # which items (tied weights: Layer.parameters() lists a shared Value once per use)
+    w = Value(1.0)
+    with pytest.raises(ValueError, match="parameter 2 is parameter 0 again"):
+        make([w, Value(2.0), w])
+    make([w, Value(2.0)])
+
 # -- torch.optim on the same problem, 20 steps ---------------------------------------------------
 
 def run_torch(make, steps):
