@@ -56,6 +56,18 @@ def replay_matches_rebuilding(root, rebuilt_root):
         assert bits(a.grad) == bits(b.grad), (k, a._op, a.grad, b.grad)
 
 
+def replays_as_rebuilt(step, root, rebuilt):
+    """step, compiled at root and its leaves' data set as rebuilt's, run forward and backward
+    from fresh leaf grads (as zero_grad() leaves them): every node as the rebuilt graph's."""
+    for leaf in walk(root):
+        if not leaf._children:
+            leaf.grad = 0.0
+    assert bits(step.forward()) == bits(rebuilt.data)
+    step.backward()
+    rebuilt.backward()
+    replay_matches_rebuilding(root, rebuilt)
+
+
 @fuzz
 @given(programs(OPS, numbers), st.lists(numbers, min_size=4, max_size=4), st.booleans())
 def test_replay_gives_the_bits_of_a_rebuilt_graph(case, new_leaves, twice):
@@ -79,13 +91,7 @@ def test_replay_gives_the_bits_of_a_rebuilt_graph(case, new_leaves, twice):
             step.forward()
         assert state(everything) == before              # nothing half-written
         return
-    for leaf in walk(root):
-        if not leaf._children:
-            leaf.grad = 0.0                             # as zero_grad(): fresh leaves
-    assert bits(step.forward()) == bits(rebuilt.data)
-    step.backward()
-    rebuilt.backward()
-    replay_matches_rebuilding(root, rebuilt)
+    replays_as_rebuilt(step, root, rebuilt)
 
 
 
@@ -128,13 +134,7 @@ def test_replay_below_a_hand_made_node_gives_the_bits_of_a_rebuilt_graph(case, n
     step = engine.compile(root)
     for leaf, x in zip(inputs, new_leaves):
         leaf.data = x
-    for leaf in walk(root):
-        if not leaf._children:
-            leaf.grad = 0.0
-    assert bits(step.forward()) == bits(rebuilt.data)
-    step.backward()
-    rebuilt.backward()
-    replay_matches_rebuilding(root, rebuilt)
+    replays_as_rebuilt(step, root, rebuilt)
 
 # Every op, at numbers that include the points where a derivative changes its formula (relu
 # and the powers at 0): a gradient graph is a function of its inputs like any other graph.
@@ -165,13 +165,7 @@ def test_a_replayed_gradient_graph_gives_the_bits_of_a_rebuilt_one(case, new_lea
         assume(False)
     for leaf, x in zip(nodes, new_leaves):
         leaf.data = x
-    for leaf in walk(root):
-        if not leaf._children:
-            leaf.grad = 0.0
-    assert bits(step.forward()) == bits(rebuilt.data)
-    step.backward()
-    rebuilt.backward()
-    replay_matches_rebuilding(root, rebuilt)
+    replays_as_rebuilt(step, root, rebuilt)
 
 
 @pytest.mark.parametrize("build,before,after", [
