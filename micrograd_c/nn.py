@@ -74,7 +74,8 @@ class Neuron(Module):
         return self.w + [self.b]
 
     def __repr__(self):
-        activation = getattr(self, "activation", "relu") if self.nonlin else "linear"
+        activation = "linear" if not getattr(self, "nonlin", True) else \
+            getattr(self, "activation", "relu")                   # as engine.neuron reads them
         name = {"relu": "ReLU", "tanh": "Tanh", "linear": "Linear"}.get(activation, activation)
         return f"{name}Neuron({len(self.w)})"
 
@@ -84,7 +85,8 @@ class Neuron(Module):
         for cls in type(self).__mro__:
             slots = cls.__dict__.get("__slots__", ())
             for name in (slots,) if isinstance(slots, str) else slots:
-                if name.startswith("__") and not name.endswith("__"):
+                if name.startswith("__") and not name.endswith("__") and \
+                        cls.__name__.lstrip("_"):
                     name = f"_{cls.__name__.lstrip('_')}{name}"        # a private name
                 if name not in ("__dict__", "__weakref__") and hasattr(self, name):
                     state[name] = getattr(self, name)

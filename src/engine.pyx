@@ -964,17 +964,20 @@ def layer(neurons, inputs):
     its own is called. A number among the inputs becomes one leaf Value for the whole layer
     (for the neurons made here). Returns a list.
     """
-    cdef tuple x = layer_inputs(inputs)
+    cdef tuple x = None                 # the inputs as the neurons made here take them,
+    cdef bint x_checked = False         # at the first: those called take them as they are
     cdef list out = []
-    cdef bint x_checked = all_values_in(x)     # a tuple: it stays so
     cdef NeuronLayout layout
     layout.type = NULL
     try:
         for item in neurons:
-            if made_here(item, &layout):
-                out.append(neuron_output(item, x, x_checked, &layout))
-            else:
+            if not made_here(item, &layout):
                 out.append(item(inputs))
+                continue
+            if x is None:
+                x = layer_inputs(inputs)
+                x_checked = all_values_in(x)   # a tuple: it stays so
+            out.append(neuron_output(item, x, x_checked, &layout))
     finally:
         Py_XDECREF(layout.type)
     return out

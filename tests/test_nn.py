@@ -154,6 +154,27 @@ def test_a_neuron_subclass_keeps_its_own_slots_through_copy_and_pickle():
                   pickle.loads(pickle.dumps(neuron)), pickle.loads(pickle.dumps(neuron, 0))):
         assert clone([1.0, -2.0]).data == z * 3.0 + 0.5
 
+def test_a_layer_hands_its_inputs_as_they_are_to_the_neurons_it_calls():
+    # upstream's Layer is [n(x) for n in neurons]: inputs no Value could hold are fine there
+    class PairNeuron:
+        def __call__(self, x):
+            return Value(sum(a * b for a, b in x))
+
+    layer = Layer(2, 1)
+    layer.neurons = [PairNeuron(), PairNeuron()]
+    assert [v.data for v in layer([(1.0, 2.0), (3.0, 4.0)])] == [14.0, 14.0]    # 1 * 2 + 3 * 4
+
+
+class _(Neuron):                        # a name of underscores only: its private names unmangled
+    __slots__ = ("__kept",)
+
+
+def test_a_subclass_named_with_underscores_keeps_its_slots_through_copy():
+    import copy
+    neuron = _(2)
+    setattr(neuron, "__kept", 7)
+    assert getattr(copy.copy(neuron), "__kept") == 7
+
 def test_layer_with_one_output_returns_a_value():
     layer = Layer(3, 1)
     out = layer([1.0, 2.0, 3.0])
