@@ -119,9 +119,12 @@ def main(argv=None):
     print(f"final loss {loss:.4f}, training accuracy {accuracy:.0%}, "
           f"{seconds * 1e3:.2f} ms per step" + (" (graph compiled once, replayed)" * args.replay))
 
-    compare = args.compare and upstream.installed()
-    if args.compare and not compare:
+    why_not = upstream.missing()
+    compare = args.compare and why_not is None
+    if args.compare and why_not == upstream.NOT_INSTALLED:
         print(f"upstream micrograd is not installed: {EXTRA_HINT} to compare speed")
+    elif args.compare and why_not:
+        print(f"no speed comparison: {why_not}")
     if args.replay:
         rounds = 5
         print("timing the replayed step against rebuilding the graph, side by side"

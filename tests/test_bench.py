@@ -47,7 +47,7 @@ def test_recursion_error_is_reported_not_raised():
 
 
 def test_missing_engines_are_skipped(monkeypatch):
-    monkeypatch.setattr(upstream, "installed", lambda: False)
+    monkeypatch.setattr(upstream, "missing", lambda: upstream.NOT_INSTALLED)
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.setattr(bench.engines.importlib.util, "find_spec",
                         lambda name: None if name == "torch" else object())

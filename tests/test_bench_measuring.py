@@ -34,12 +34,12 @@ def test_a_short_run_is_warmed_up_for_warm_up_s_before_each_timed_run(monkeypatc
 def test_side_by_side_times_the_engines_that_run_here_and_says_why_not_the_others(monkeypatch):
     from micrograd_c import upstream
     monkeypatch.setattr(bench.measuring, "WARM_UP_S", 0.0)
-    monkeypatch.setattr(upstream, "installed", lambda: False)
+    monkeypatch.setattr(upstream, "missing", lambda: upstream.NOT_INSTALLED)
     records, skipped = bench.side_by_side(bench.Task("expression", bench.expression, 2),
                                           ["micrograd_c", "micrograd"])
     assert list(records) == ["micrograd_c"] and len(records["micrograd_c"]["times_s"]) == 2
     assert records["micrograd_c"]["status"] == "ok" and records["micrograd_c"]["median_s"] > 0
-    assert skipped == {"micrograd": bench.engines.NOT_UPSTREAM}
+    assert skipped == {"micrograd": upstream.NOT_INSTALLED}
 
 
 def test_engines_run_fastest_first_once_timed_so_that_like_speeds_run_together(monkeypatch):

@@ -72,7 +72,7 @@ def test_replay_prints_the_same_progress_and_its_speedup(monkeypatch, capsys):
 
 
 def test_replay_compares_with_upstream_when_asked(monkeypatch, capsys):
-    monkeypatch.setattr(upstream, "installed", lambda: True)
+    monkeypatch.setattr(upstream, "missing", lambda: None)
     calls = []
     monkeypatch.setattr(demo, "speedups",
                         lambda name, baselines, rounds: calls.append((name, baselines)) or [8.5, 3210])

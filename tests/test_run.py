@@ -65,3 +65,21 @@ def test_install_and_uninstall_in_process():
     finally:
         run.uninstall()
     assert sys.modules.get("micrograd.engine") is before
+
+
+def test_while_installed_nothing_is_timed_as_upstream(capsys):
+    # `micrograd` aliased to micrograd_c: a comparison "against upstream" timed micrograd_c
+    # against itself (1x), silently
+    from micrograd_c import demo, upstream
+    from micrograd_c.bench import engines
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run.install()
+    try:
+        assert upstream.missing() == upstream.ALIASED and not upstream.installed()
+        makers = engines.builtin_engines()
+        assert makers["micrograd"] == makers["micrograd-nogc"] == upstream.ALIASED
+        assert demo.main(["--steps", "2", "--no-plot"]) == 0
+        assert "no speed comparison: `micrograd` is micrograd_c" in capsys.readouterr().out
+    finally:
+        run.uninstall()

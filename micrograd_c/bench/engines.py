@@ -7,7 +7,6 @@ import random
 
 from micrograd_c import upstream
 
-NOT_UPSTREAM = "upstream micrograd is not installed (pip install micrograd==0.1.0)"
 # The workloads whose graph keeps its structure from run to run, which a replay can run; the
 # others time building the graph.
 REPLAYED = ("train_step", "wide_mlp", "fastest_autograd", "digits_epoch")
@@ -223,7 +222,7 @@ def builtin_engines():
                                                   micrograd.nn.MLP, gc_off=True)
     else:
         for name in ("micrograd_c-unfused", "micrograd", "micrograd-nogc"):
-            makers[name] = NOT_UPSTREAM
+            makers[name] = upstream.missing()
     has_torch = importlib.util.find_spec("torch") is not None
     makers["torch"] = torch_engine if has_torch else "torch is not installed"
     import micrograd_c.batched
