@@ -14,9 +14,22 @@ LOSSES = ("cross_entropy", "squared_error")
 
 
 def layer_arrays(model):
-    """[(W, b)] per layer of a micrograd_c MLP: W[j] holds neuron j's weights."""
+    """[(W, b)] per layer of a micrograd_c MLP: W[j] holds neuron j's weights. Its neurons
+    must be what these MLPs compute: relu, and linear in the last layer."""
+    *hidden, last = model.layers
+    for k, layer in enumerate(model.layers):
+        for n in layer.neurons:
+            activation = n.activation if n.nonlin else "linear"
+            if activation != ("linear" if layer is last else "relu"):
+                raise ValueError(f"layer {k} has a {activation} neuron: these MLPs have relu "
+                                 "hidden layers and a linear last layer")
     return [(np.array([[w.data for w in n.w] for n in layer.neurons]),
              np.array([n.b.data for n in layer.neurons])) for layer in model.layers]
+
+
+def check_loss(loss):
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")
 
 
 class NumpyMLP:
@@ -35,6 +48,7 @@ class NumpyMLP:
 
     def step(self, X, onehot, lr, loss="cross_entropy"):
         """One SGD step on a batch (X: n x 64, onehot: n x 10); returns the batch's loss."""
+        check_loss(loss)
         n = len(X)
         inputs, pre = [X], []
         h = X
@@ -86,6 +100,7 @@ class TorchMLP:
             return self.net(self.torch.from_numpy(np.ascontiguousarray(X))).numpy()
 
     def step(self, X, onehot, lr, loss="cross_entropy"):
+        check_loss(loss)
         torch = self.torch
         if self.optimizer is None or self.optimizer.param_groups[0]["lr"] != lr:
             self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr)

@@ -35,7 +35,10 @@ class Module:
         """Set all parameters' data from an array-like of len(parameters()) numbers."""
         import numpy as np
         params = self.parameters()
-        source = np.ascontiguousarray(values, dtype=np.float64)
+        source = np.asarray(values)
+        if source.dtype.kind not in "biuf":     # numpy would make None nan and parse text
+            source = np.array([Value(v).data for v in source.ravel()]).reshape(source.shape)
+        source = np.ascontiguousarray(source, dtype=np.float64)
         if source.shape != (len(params),):
             raise ValueError(f"expected {len(params)} values, got an array of shape {source.shape}")
         engine.copy_from_array(params, source)

@@ -168,3 +168,17 @@ def test_without_scikit_learn_the_workload_is_skipped_naming_the_extra(monkeypat
     out = capsys.readouterr().out
     assert "skipped workloads:\n  digits_epoch: the digits come with scikit-learn" in out
     assert "expression" in out and "per batch" not in out
+
+
+def test_the_batched_mlps_refuse_what_they_would_compute_otherwise():
+    # a misspelt loss ran as squared error, and a tanh model as relu, silently
+    import numpy as np
+    from micrograd_c import batched, digits
+    from micrograd_c.nn import MLP
+    X, onehot = np.zeros((2, 64)), np.eye(10)[:2]
+    with pytest.raises(ValueError, match="loss"):
+        batched.NumpyMLP(digits.make_model(0)).step(X, onehot, 0.1, loss="crossentropy")
+    with pytest.raises(ValueError, match="tanh"):
+        batched.NumpyMLP(MLP(64, [32, 10], activation="tanh"))
+    with pytest.raises(ValueError, match="relu"):
+        batched.NumpyMLP(MLP(64, [32, 10], output_activation="relu"))

@@ -1,6 +1,7 @@
 """micrograd_c.nn against upstream's micrograd.nn on the same seed, and against hand-built
 upstream graphs for what upstream lacks (tanh networks)."""
 import gc
+from decimal import Decimal
 import importlib.util
 import io
 import math
@@ -446,6 +447,12 @@ def test_params_as_arrays():
         model.set_params(np.zeros(len(params) + 1))
     with pytest.raises(ValueError):
         model.set_params(np.zeros((len(params), 1)))
+    for bad in ([None] * len(params), ["2.5"] * len(params)):     # not nan, not parsed: as Value()
+        with pytest.raises(TypeError):
+            model.set_params(bad)
+    assert all(p.data == 0.5 for p in params)
+    model.set_params([Decimal("0.25")] + [True] * (len(params) - 1))   # numbers Value() takes
+    assert [p.data for p in params] == [0.25] + [1.0] * (len(params) - 1)
     assert Module().parameters() == [] and Module().get_params().shape == (0,)
 
 
