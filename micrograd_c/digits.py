@@ -86,7 +86,8 @@ def argmax(logits):
 
 
 def learning_rate(epoch, epochs, start=1e-2, end=1e-3):
-    """Adam's learning rate: from start down to end, linearly over the epochs."""
+    """Adam's learning rate in epoch `epoch` (0 to epochs - 1): start, then linearly down
+    toward end, which epoch `epochs` would reach."""
     return start + (end - start) * epoch / max(1, epochs)
 
 
