@@ -89,6 +89,31 @@ def test_wide_mlp_l2_by_neuron_is_the_same_loss():
     assert flat.data == pytest.approx(by_neuron.data, rel=1e-14)
 
 
-def test_bad_arguments():
-    with pytest.raises(SystemExit):
-        bench.main(["--workloads", "nonesuch"])
+def test_bad_arguments(tmp_path, capsys):
+    for argv in (["--workloads", "nonesuch"],
+                 ["--engines", "micrograd_c", "micrograd_c"],     # one row per name
+                 ["--engine", "micrograd_c"],                      # the built-in's name
+                 ["--json", str(tmp_path / "no such folder" / "out.json")],
+                 ["--plot", str(tmp_path)]):                       # a folder, not a file
+        with pytest.raises(SystemExit):
+            bench.main(argv + ["--workloads", "expression"])       # refused before any run
+        assert "expression" not in capsys.readouterr().out
+
+
+def test_an_engine_module_that_fails_is_reported_and_the_others_still_run(tmp_path, monkeypatch,
+                                                                           capsys):
+    (tmp_path / "raises_on_import.py").write_text("raise RuntimeError('broken port')\n")
+    (tmp_path / "no_relu.py").write_text(
+        "class Value:\n    def __init__(self, data):\n        self.data = data\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert bench.main(["--quick", "--engines", "micrograd_c", "--engine", "raises_on_import",
+                       "--engine", "no_relu", "--workloads", "wide_mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "cannot use it: RuntimeError: broken port" in out
+    assert "no_relu" in out and "failed: " in out
+
+
+def test_a_spread_needs_two_times():
+    from micrograd_c.bench.reporting import spread_cell
+    assert spread_cell({"times_s": [0.5], "spread": 0.0}) == "-"     # was "±0%": looked stable
+    assert spread_cell({"times_s": [0.5, 0.6], "spread": 0.05}) == "±5%"

@@ -130,8 +130,13 @@ def main(argv=None):
     parser.add_argument("--workloads", nargs="+", metavar="NAME", choices=WORKLOADS,
                         default=list(WORKLOADS), help=f"workloads (default: all of {', '.join(WORKLOADS)})")
     args = parser.parse_args(argv)
-
-    engines, skipped = available_engines(args.engines, args.engine)
+    for path in (args.json, args.plot):         # before the run, not after it
+        if path and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(path) or ".")):
+            parser.error(f"can't write {path!r}: not a file in an existing folder")
+    try:
+        engines, skipped = available_engines(args.engines, args.engine)
+    except ValueError as error:
+        parser.error(str(error))
     print(f"micrograd_c {micrograd_c.__version__}, Python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs; "
           f"{'quick' if args.quick else 'full'} run. GC at Python's defaults; each engine pays "

@@ -36,6 +36,7 @@ class Engine:
         self.name = name
         self.Value = Value
         self.MLP = MLP
+        self.external = False           # given by --engine: its failures are its results
         self.gc_off = gc_off
         self.sum_values = sum_values
         self.count_nodes = nodes or count_value_nodes
@@ -182,7 +183,9 @@ def module_engine(path):
             MLP = importlib.import_module(path + ".nn").MLP
         except (ImportError, AttributeError):
             MLP = upstream.nn_on(value_module).MLP if upstream.installed() else None
-    return Engine(path, value_module.Value, MLP)
+    engine = Engine(path, value_module.Value, MLP)
+    engine.external = True
+    return engine
 
 
 def builtin_engines():
@@ -250,6 +253,11 @@ def available_engines(names=None, modules=()):
     by module path."""
     makers = builtin_engines()
     engines, skipped = [], {}
+    given = list(BUILTIN if names is None else names) + list(modules)
+    twice = sorted({name for name in given if given.count(name) > 1})
+    if twice:                           # one row per name in the tables
+        raise ValueError(f"engine {twice[0]!r} given twice (or by --engine with a built-in "
+                         "engine's name)")
     for name in BUILTIN if names is None else names:
         if name not in makers:
             raise ValueError(f"unknown engine {name!r}; built in: {', '.join(BUILTIN)} "
@@ -261,6 +269,6 @@ def available_engines(names=None, modules=()):
     for path in modules:
         try:
             engines.append(module_engine(path))
-        except ImportError as error:
-            skipped[path] = f"cannot import it: {error}"
+        except Exception as error:      # its own code, whatever it raises: the others still run
+            skipped[path] = f"cannot use it: {type(error).__name__}: {error}"
     return engines, skipped

@@ -123,6 +123,11 @@ class Task:
         self.extra = extra or {}
 
 
+def external_failure(error):
+    """The status of an engine given by --engine whose code raised: the others still run."""
+    return f"failed: {type(error).__name__}: {error}"
+
+
 def recursion_failure(engine, failures):
     """The status of an engine that hit RecursionError; failures memoizes it by engine name."""
     if engine.name not in failures:
@@ -184,6 +189,10 @@ def measure(task, engines, tick, failures=None):
             status = f"skipped: {reason}"
         except RecursionError:
             status = recursion_failure(engine, failures)
+        except Exception as error:
+            if not engine.external:
+                raise
+            status = external_failure(error)
         for record in mine:
             record["status"] = status or "ok"
         tick()
@@ -196,6 +205,11 @@ def measure(task, engines, tick, failures=None):
             last[key] = timed(engine, run)
         except RecursionError:
             record["status"] = recursion_failure(engine, failures)
+            return
+        except Exception as error:
+            if not engine.external:
+                raise
+            record["status"] = external_failure(error)
             return
         if not warmup or slow(task, last[key]):         # a slow warm-up is a timed run
             record["times_s"].append(last[key])

@@ -48,6 +48,13 @@ NOTES = {
 RATIO_HEADERS = {"micrograd-nogc": "vs nogc"}
 
 
+def spread_cell(record):
+    """Half the interquartile range of its times; '-' for one time (no spread to tell)."""
+    if len(record.get("times_s") or ()) < 2:
+        return "-"
+    return "±" + format(record["spread"], ".0%")
+
+
 def format_time(seconds):
     if seconds >= 1000:
         return f"{seconds:,.0f} s"
@@ -70,7 +77,7 @@ def columns(workload, variant=None, epochs=None):
                 ("grad graph", 12, lambda r: format_time(r["median_s"])),
                 ("grad/fwd", 10, lambda r: format_ratio(r["times_forward"])),
                 ("grad vs torch", 15, lambda r: format_ratio(r["ratio_vs_torch"])),
-                ("spread", 9, lambda r: "±" + format(r["spread"], ".0%")),
+                ("spread", 9, spread_cell),
                 ("nodes", 10, lambda r: f"{r['forward_nodes']:,}"),
                 ("+ grad", 10, lambda r: f"{r['nodes']:,}")]
     if workload == "fastest_autograd":       # as published: seconds for 10k iterations
@@ -90,7 +97,7 @@ def columns(workload, variant=None, epochs=None):
         header = RATIO_HEADERS.get(baseline, f"vs {baseline}")
         ratios.append((header, max(10, len(header) + 2),
                        lambda r, key=ratio_key(baseline): format_ratio(r[key])))
-    return times + ratios + [("spread", 9, lambda r: "±" + format(r["spread"], ".0%")),
+    return times + ratios + [("spread", 9, spread_cell),
                              ("nodes", 12, lambda r: "-" if r["nodes"] is None
                               else f"{r['nodes']:,}")]
 
