@@ -109,6 +109,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.seed < 0:
+        parser.error("--seed must be at least 0")     # numpy's generators take no other
 
     X, y = moons.demo_data(seed=args.seed)
     random.seed(args.seed)

@@ -44,6 +44,8 @@ def parse(argv):
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be at least 1")
+    if args.seed < 0:
+        parser.error("--seed must be at least 0")     # numpy's generators take no other
     return parser, args
 
 

@@ -9,6 +9,7 @@ notebook, do the same before the first `import micrograd`:
     import micrograd_c.run
     micrograd_c.run.install()
 """
+import importlib.util
 import os
 import runpy
 import sys
@@ -52,6 +53,13 @@ def main(argv=None):
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     install()
     if argv[0] == "-m":
+        try:
+            found = importlib.util.find_spec(argv[1]) is not None
+        except ImportError:                             # a package above it is missing
+            found = False
+        if not found:
+            print(f"python -m micrograd_c.run: no module named {argv[1]!r}", file=sys.stderr)
+            return 1                                    # as python -m says it
         sys.argv = argv[1:]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     else:

@@ -2,6 +2,8 @@
 test here asserts a time."""
 import gc
 
+import pytest
+
 from micrograd_c import bench
 
 
@@ -59,3 +61,9 @@ def test_engines_run_fastest_first_once_timed_so_that_like_speeds_run_together(m
     # then fastest first, and the other way round every other round
     assert order[4:] == ["e0.1", "e0.2", "e0.6", "e0.7"] + ["e0.7", "e0.6", "e0.2", "e0.1"] + \
         ["e0.1", "e0.2", "e0.6", "e0.7"]
+
+
+def test_phases_refuses_no_rounds():
+    from micrograd_c.bench import phases
+    with pytest.raises(SystemExit):             # was a StatisticsError after building models
+        phases.main(["--rounds", "0"])

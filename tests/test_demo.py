@@ -83,8 +83,9 @@ def test_replay_compares_with_upstream_when_asked(monkeypatch, capsys):
 
 
 def test_bad_arguments():
-    with pytest.raises(SystemExit):
-        demo.main(["--steps", "0"])
+    for argv in (["--steps", "0"], ["--seed", "-5"]):
+        with pytest.raises(SystemExit):
+            demo.main(argv)
 
 
 def test_the_digits_demo_is_a_subcommand(capsys):

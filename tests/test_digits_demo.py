@@ -70,6 +70,7 @@ def test_without_scikit_learn_it_names_the_extra(monkeypatch, capsys):
 
 
 def test_bad_arguments():
-    for argv in (["--epochs", "0"], ["--batch-size", "0"], ["--batch-size", "100000"]):
+    for argv in (["--epochs", "0"], ["--batch-size", "0"], ["--batch-size", "100000"],
+                 ["--seed", "-1"]):
         with pytest.raises(SystemExit):
             digits_demo.main(argv)

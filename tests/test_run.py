@@ -47,6 +47,10 @@ def test_module_mode(tmp_path):
 
 def test_missing_script_and_usage(tmp_path):
     assert run_module("nope.py", cwd=tmp_path).returncode == 2
+    for name in ("nosuch_module_x", "nosuch_package_x.mod"):     # a message, as python -m's
+        missing = run_module("-m", name, cwd=tmp_path)
+        assert missing.returncode == 1 and "no module named" in missing.stderr
+        assert "Traceback" not in missing.stderr
     assert run_module(cwd=tmp_path).returncode == 2
     assert "install()" in run_module("--help", cwd=tmp_path).stdout
 
