@@ -94,6 +94,8 @@ def learning_rate(epoch, epochs, start=1e-2, end=1e-3):
 def batches(n, size, rng):
     """Index arrays of shuffled full batches (the last, partial one is left out: the graph has
     a fixed size; the next epoch's shuffle uses those examples)."""
+    if not 1 <= size <= n:                  # else no batch at all: nothing would train
+        raise ValueError(f"a batch of {size} from {n} examples")
     order = rng.permutation(n)
     return [order[k:k + size] for k in range(0, n - size + 1, size)]
 

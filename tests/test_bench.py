@@ -113,6 +113,11 @@ def test_an_engine_module_that_fails_is_reported_and_the_others_still_run(tmp_pa
     assert "no_relu" in out and "failed: " in out
 
 
+def test_engines_that_dont_run_a_workload_say_so(capsys):
+    assert bench.main(["--quick", "--engines", "numpy", "--workloads", "chain"]) == 1
+    assert "none of the engines chosen runs chain\n" in capsys.readouterr().out
+
+
 def test_a_spread_needs_two_times():
     from micrograd_c.bench.reporting import spread_cell
     assert spread_cell({"times_s": [0.5], "spread": 0.0}) == "-"     # was "±0%": looked stable

@@ -51,3 +51,12 @@ def test_the_batch_loss_is_softmax_cross_entropy():
     assert batch.correct(y[:4]) == sum(
         int(np.argmax([v.data for v in model(list(row))]) == label) for row, label in
         zip(X[:4], y[:4]))
+
+
+def test_a_batch_the_data_cant_fill_is_refused():
+    # no full batch: an epoch trained nothing, and train() returned the initial weights
+    rng = np.random.default_rng(0)
+    assert [len(b) for b in digits.batches(10, 4, rng)] == [4, 4]
+    for size in (11, 0):
+        with pytest.raises(ValueError, match="a batch of"):
+            digits.batches(10, size, rng)

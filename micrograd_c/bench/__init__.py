@@ -163,6 +163,9 @@ def main(argv=None):
     finally:
         progress.close()
 
+    if not records and tasks:
+        print(f"\nnone of the engines chosen runs "
+              f"{', '.join(dict.fromkeys(t.workload for t in tasks))}")
     print(report(records, skipped, {e.name: e.note for e in engines if e.note}, skipped_workloads))
     if args.json:
         with open(args.json, "w") as out:
@@ -175,4 +178,4 @@ def main(argv=None):
             print("\nmatplotlib is not installed: pip install 'micrograd_c[bench]' for --plot")
         else:
             print(f"plot saved to {os.path.abspath(args.plot)}")
-    return 0
+    return 0 if records or not tasks else 1
