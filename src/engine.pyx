@@ -317,10 +317,10 @@ cdef inline tuple children_of(Value node):
 # Names of the ops as upstream spells them (`_op`), for graph drawers. POW_CONST is spelled
 # from the node's state; a hand-made node's _op (and one set) is kept in its __dict__.
 OP_NAMES = {
-    LEAF: '', CUSTOM: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*', RPOW_CONST: '**',
-    RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', DOT: 'dot', SUM: 'sum',
-    LOGSUMEXP: 'logsumexp', CROSS_ENTROPY: 'cross_entropy', MUL_NO_NAN: 'mul_no_nan',
-    POW_MASK: 'pow_mask', STEP: 'step',
+    LEAF: '', CUSTOM: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*',
+    RPOW_CONST: '**', RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid',
+    DOT: 'dot', SUM: 'sum', LOGSUMEXP: 'logsumexp', CROSS_ENTROPY: 'cross_entropy',
+    MUL_NO_NAN: 'mul_no_nan', POW_MASK: 'pow_mask', STEP: 'step',
 }
 # For tests: every op code, and the code of a node, so that a test can check that every op is
 # handled by every path (building, backward, replay, grad).
@@ -343,8 +343,6 @@ def _power(double a, double b):
 
 def _times_grad(double d, double g):
     return times_grad(d, g)
-
-
 
 
 cdef str exact_str(object label, str what="label"):
