@@ -12,6 +12,8 @@ DOT cannot carry, newline, tab, ...) and lone surrogates show as Python escapes:
 import re
 import unicodedata
 
+from micrograd_c.engine import Value, _constant
+
 
 def trace(root):
     """The nodes and edges (child, parent) of the graph below root, found without recursion."""
@@ -39,6 +41,16 @@ def _record_text(s):
     return re.sub(r"([{}|<> ])", r"\\\1", _text(s))
 
 
+def op_text(node):
+    """The node's _op, with the number it keeps instead of a leaf (upstream draws that leaf):
+    x * 2.0 is '* 2.0', -x '* -1.0', x - 1 '+ -1.0', 2 ** x '2.0 **'."""
+    op = node._op
+    constant = _constant(node) if isinstance(node, Value) else None
+    if constant is None or op not in ("+", "*", "**"):      # none, or an _op set by hand
+        return op
+    return f"{constant!r} {op}" if op == "**" else f"{op} {constant!r}"
+
+
 def draw_dot(root, format="svg", rankdir="LR"):
     """A graphviz.Digraph of the graph below root: each node's label, data, grad and op.
 
@@ -61,7 +73,7 @@ def draw_dot(root, format="svg", rankdir="LR"):
         fields += [f"data {n.data:.4f}", f"grad {n.grad:.4f}"]
         dot.node(name=uid, label="{ " + " | ".join(fields) + " }", shape="record")
         if n._op:
-            dot.node(name=uid + "op", label=_text(n._op))
+            dot.node(name=uid + "op", label=_text(op_text(n)))
             dot.edge(uid + "op", uid)
     for child, parent in edges:
         dot.edge(str(id(child)), str(id(parent)) + "op")

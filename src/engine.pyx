@@ -331,6 +331,11 @@ def _op_code(Value node not None):
     return node.op
 
 
+def _constant(Value node not None):
+    """The number an op keeps in the node instead of a leaf (x * 2.0: 2.0), or None (viz)."""
+    return node.state if node.op in (ADD_CONST, MUL_CONST, RPOW_CONST) else None
+
+
 def _gradient_op(str name, Value a not None, Value b=None):
     # A node of an op that only gradient graphs are made of, for tests.
     op = {"mul_no_nan": MUL_NO_NAN, "pow_mask": POW_MASK, "step": STEP}[name]

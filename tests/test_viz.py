@@ -28,6 +28,18 @@ def test_draw_dot_shows_data_grad_and_ops():
     assert "label=ReLU" in src and "label=\"*\"" in src
 
 
+def test_a_number_kept_in_an_op_is_drawn_with_it():
+    # upstream draws x * 2.0 with a leaf Value(2.0); here the number is in the node: -x and
+    # x * 2.0 were drawn alike
+    x = Value(3.0, label="x")
+    ops = {re.search(r'op" \[label=(.*?)\]', draw_dot(v).source).group(1)
+           for v in (x * 2.0, -x, x + 1.5, 2.0 ** x, x ** 2, x * x)}
+    assert ops == {'"* 2.0"', '"* -1.0"', '"+ 1.5"', '"2.0 **"', '"**2"', '"*"'}
+    y = x * 2.0
+    y._op = "double"                                # set by hand: drawn as set
+    assert 'label=double' in draw_dot(y).source
+
+
 def test_deep_graphs_draw_without_recursion():
     x = Value(1.0)
     y = x
