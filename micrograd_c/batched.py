@@ -10,17 +10,18 @@ sum((z - t)**2)), as micrograd_c's graphs compute them.
 """
 import numpy as np
 
+from micrograd_c.nn import applied_activation
+
 LOSSES = ("cross_entropy", "squared_error")
 
 
 def layer_arrays(model):
     """[(W, b)] per layer of a micrograd_c MLP: W[j] holds neuron j's weights. Its neurons
     must be what these MLPs compute: relu, and linear in the last layer."""
-    *hidden, last = model.layers
     for k, layer in enumerate(model.layers):
         for n in layer.neurons:
-            activation = n.activation if n.nonlin else "linear"
-            if activation != ("linear" if layer is last else "relu"):
+            activation = applied_activation(n)
+            if activation != ("linear" if layer is model.layers[-1] else "relu"):
                 raise ValueError(f"layer {k} has a {activation} neuron: these MLPs have relu "
                                  "hidden layers and a linear last layer")
     return [(np.array([[w.data for w in n.w] for n in layer.neurons]),

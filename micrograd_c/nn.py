@@ -52,6 +52,12 @@ class Module:
         return out
 
 
+def applied_activation(neuron):
+    """The activation engine.neuron applies to a neuron: 'linear' (none) unless its nonlin is
+    true, then its activation ('relu' where it sets none, as upstream's neurons)."""
+    return getattr(neuron, "activation", "relu") if getattr(neuron, "nonlin", True) else "linear"
+
+
 class Neuron(Module):
     # Slots (other attributes still go to the instance's __dict__): engine.layer() reads them
     # in place, without a lookup per attribute. Pickled as one dict, as before they were
@@ -77,8 +83,7 @@ class Neuron(Module):
         return self.w + [self.b]
 
     def __repr__(self):
-        activation = "linear" if not getattr(self, "nonlin", True) else \
-            getattr(self, "activation", "relu")                   # as engine.neuron reads them
+        activation = applied_activation(self)
         name = {"relu": "ReLU", "tanh": "Tanh", "linear": "Linear"}.get(activation, activation)
         return f"{name}Neuron({len(self.w)})"
 
