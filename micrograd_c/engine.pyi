@@ -96,6 +96,18 @@ def layer(neurons: Iterable[Any], inputs: Iterable[Union[Value, _Number]]) -> li
     (for the neurons made here). Returns a list."""
     ...
 
+def layer_call(self: Any, x: Iterable[Union[Value, _Number]]) -> Any:
+    """What a micrograd_c.nn Layer computes (it is Layer.__call__, hence upstream's signature):
+    [n(x) for n in self.neurons], as engine.layer makes them; the one output itself where there
+    is one, as upstream."""
+    ...
+
+def mlp_call(self: Any, x: Any) -> Any:
+    """What a micrograd_c.nn MLP computes (it is MLP.__call__, hence upstream's signature): each
+    of self.layers in turn, x = layer(x). A layer whose class calls engine.layer_call (Layer's
+    __call__) is run here, as that call would run it, without a call through Python."""
+    ...
+
 def sum(values: Iterable[Union[Value, _Number]]) -> Value:
     """The sum of an iterable of Values and numbers, as one node."""
     ...

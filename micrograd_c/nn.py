@@ -110,11 +110,9 @@ class Layer(Module):
     def __init__(self, nin, nout, **kwargs):
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
-    def __call__(self, x):
-        # [n(x) for n in self.neurons], as upstream, in one engine call: it makes the nodes of
-        # the neurons that call engine.neuron and calls the others.
-        out = engine.layer(self.neurons, x)
-        return out[0] if len(out) == 1 else out
+    # [n(x) for n in self.neurons], the one output itself where there is one, as upstream: the
+    # engine's, which makes the nodes of the neurons that call engine.neuron and calls the others.
+    __call__ = engine.layer_call
 
     def parameters(self):
         return [p for n in self.neurons for p in n.parameters()]
@@ -132,10 +130,9 @@ class MLP(Module):
         self.layers = [Layer(sz[i], sz[i+1], activation=output_activation if i == last else activation)
                        for i in range(len(nouts))]
 
-    def __call__(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
+    # for layer in self.layers: x = layer(x), as upstream: the engine's, which runs a Layer
+    # without a call through Python.
+    __call__ = engine.mlp_call
 
     def parameters(self):
         return [p for layer in self.layers for p in layer.parameters()]

@@ -967,6 +967,40 @@ def layer(neurons, inputs):
     its own is called. A number among the inputs becomes one leaf Value for the whole layer
     (for the neurons made here). Returns a list.
     """
+    return layer_outputs(neurons, inputs)
+
+
+def layer_call(self, x):
+    """What a micrograd_c.nn Layer computes (it is Layer.__call__, hence upstream's signature):
+    [n(x) for n in self.neurons], as engine.layer makes them; the one output itself where there
+    is one, as upstream.
+    """
+    return layer_output(self, x)
+
+
+def mlp_call(self, x):
+    """What a micrograd_c.nn MLP computes (it is MLP.__call__, hence upstream's signature): each
+    of self.layers in turn, x = layer(x). A layer whose class calls engine.layer_call (Layer's
+    __call__) is run here, as that call would run it, without a call through Python.
+    """
+    for item in self.layers:
+        if _PyType_Lookup(Py_TYPE(<PyObject*>item), <PyObject*>CALL) == <PyObject*>LAYER_CALL:
+            x = layer_output(item, x)
+        else:
+            x = item(x)
+    return x
+
+
+cdef object LAYER_CALL = layer_call     # the __call__ of a class whose layers mlp_call() runs
+
+
+cdef object layer_output(object self, object x):
+    # layer_call(): the Python calls from MLP to Layer to layer() were 6% of the demo's step
+    cdef list out = layer_outputs(self.neurons, x)
+    return out[0] if len(out) == 1 else out
+
+
+cdef list layer_outputs(object neurons, object inputs):
     cdef tuple x = None                 # the inputs as the neurons made here take them,
     cdef bint x_checked = False         # at the first: those called take them as they are
     cdef list out = []

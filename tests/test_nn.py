@@ -184,6 +184,59 @@ def test_layer_with_one_output_returns_a_value():
     assert isinstance(MLP(2, [3, 1])([1.0, 2.0]), Value)
 
 
+def test_an_mlp_calls_its_layers_as_upstreams_loop_does():
+    # upstream's MLP.__call__ is `for layer in self.layers: x = layer(x)`: any callable, a Layer
+    # subclass's own __call__ (one given after the first call too), read at each call
+    class Doubled(Layer):
+        def __call__(self, x):
+            return [v * 2.0 for v in super().__call__(x)]
+
+    class Shift(Module):
+        def __call__(self, x):
+            return [v + 1.0 for v in x]
+
+    class Later(Layer):
+        pass
+
+    random.seed(3)
+    model = MLP(2, [4, 3, 1])
+    model.layers[0].__class__ = Doubled
+    model.layers[1].__class__ = Later
+    model.layers.insert(1, Shift())
+    x = [0.5, -1.0]
+
+    def by_hand():                      # the numbers upstream's loop computes
+        h = [Value(v) for v in x]
+        for layer in model.layers:
+            h = [engine.dot(n.w, h, n.b) for n in layer.neurons] if hasattr(layer, "neurons") \
+                else layer(h)
+            if isinstance(layer, Doubled):
+                h = [v.relu() * 2.0 for v in h]
+            elif layer is not model.layers[-1] and hasattr(layer, "neurons"):
+                h = [v.relu() for v in h]
+        return h[0].data
+
+    assert model(x).data == by_hand()
+    Later.__call__ = lambda self, x: [Value(-7.0)] * 3
+    assert model(x).data == sum(n.w[i].data * -7.0 for n in model.layers[-1].neurons
+                                for i in range(3))
+    del Later.__call__
+    assert model(x).data == by_hand()
+    model.layers = model.layers[-1:]
+    assert model([1.0, 2.0, 3.0]).data == sum(w.data * v for w, v in
+                                              zip(model.layers[0].neurons[0].w, (1.0, 2.0, 3.0)))
+
+
+def test_layer_and_mlp_calls_are_the_engines_with_upstreams_signature():
+    import inspect
+    assert Layer.__call__ is engine.layer_call and MLP.__call__ is engine.mlp_call
+    for call in (Layer.__call__, MLP.__call__):
+        assert list(inspect.signature(call).parameters) == ["self", "x"]
+    for not_a_model in (object(), Layer(1, 1)):       # as upstream's: self.layers raises
+        with pytest.raises(AttributeError):
+            MLP.__call__(not_a_model, [1.0])
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
 def test_a_layer_makes_the_nodes_its_neurons_make(activation):
     # engine.layer, one call for the layer, against each neuron called on its own (the oracle:
