@@ -23,6 +23,7 @@ from micrograd_c import engine, moons, upstream
 from micrograd_c.digits import EXTRA_HINT
 from micrograd_c.engine import Value
 from micrograd_c.nn import MLP
+from micrograd_c.optim import SGD
 
 
 def progress(steps):
@@ -43,8 +44,11 @@ def train(model, X, y, steps, replay=False):
     if replay:
         step = moons.replayed_sgd_step(model, X, y)
     else:
+        optimizer = SGD(model.parameters(), lr=moons.learning_rate(0))
+
         def step(k, steps):
-            return moons.sgd_step(model, X, y, Value, k, steps, sum_values=engine.sum)
+            return moons.sgd_step(model, X, y, Value, k, steps, sum_values=engine.sum,
+                                  optimizer=optimizer)
     for k in ks:
         loss, accuracy = step(k, steps)
         if bar is not None:

@@ -40,6 +40,22 @@ def test_replayed_steps_give_the_bits_of_rebuilt_steps(width, points, l2_by_neur
             [bits(p.grad) for p in rebuilt.parameters()], k
 
 
+def test_a_step_updating_with_optim_sgd_gives_the_bits_of_the_demos_loop():
+    # the bench's and the demo's fused steps update with optim.SGD: sgd_update's loop, the
+    # demo notebook's, is the oracle
+    from micrograd_c.optim import SGD
+    X, y = moons.demo_data(n_samples=30)
+    looped, bulk = seeded_models(8)
+    optimizer = SGD(bulk.parameters(), lr=0.5)
+    for k in range(6):
+        expected = moons.sgd_step(looped, X, y, Value, k, steps=6, sum_values=engine.sum)
+        got = moons.sgd_step(bulk, X, y, Value, k, steps=6, sum_values=engine.sum,
+                             optimizer=optimizer)
+        assert (bits(got[0]), got[1]) == (bits(expected[0]), expected[1]), k
+        assert [(bits(p.data), bits(p.grad)) for p in bulk.parameters()] == \
+            [(bits(p.data), bits(p.grad)) for p in looped.parameters()], k
+
+
 def test_replay_engine_runs_where_a_graph_is_fixed():
     engines, _ = bench.available_engines(["micrograd_c", "micrograd_c-replay", "floats"])
     records = bench.measure(bench.Task("train_step", bench.train_step, 2), engines,

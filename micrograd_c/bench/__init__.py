@@ -2,7 +2,9 @@
 
 Workloads
   train_step   micrograd's demo step: MLP(2, [16, 16, 1]), 100 two-moons points, hinge loss
-               + 1e-4 L2, backward, SGD
+               + 1e-4 L2, backward, SGD (micrograd_c.optim.SGD on micrograd_c's Values: the
+               demo's loop over the parameters, the same numbers, was 7% of a fused step; the
+               loop elsewhere)
   chain        build and backward a chain of n multiplications, n = 1e2 .. 1e6 (1e5 with --quick)
   expression   micrograd's test_more_ops expression, built and back-propagated 100 times
   wide_mlp     the demo step with MLP(2, [64, 64, 1]) on 20 points (10 with --quick): scaling

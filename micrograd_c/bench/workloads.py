@@ -37,9 +37,11 @@ def train_step(engine, width=16, points=100, l2_by_neuron=False, seed=1337):
     if engine.replays:
         step = moons.replayed_sgd_step(model, X, y, l2_by_neuron)
     else:
+        optimizer = bulk_sgd(model, moons.learning_rate(0))
+
         def step(k):
             return moons.sgd_step(model, X, y, engine.Value, k, sum_values=engine.sum_values,
-                                  l2_by_neuron=l2_by_neuron)
+                                  l2_by_neuron=l2_by_neuron, optimizer=optimizer)
     k = 0
 
     def run():
@@ -240,14 +242,21 @@ class PythonSGD:
 
 
 def sgd(model, lr):
-    """Plain SGD for model's parameters. On micrograd_c's Values, micrograd_c.optim.SGD: the same
-    update and numbers, in bulk. Measured on a replayed digits step, the Python loop and
-    zero_grad() took 350 us of its 550 (optim.SGD: 60 us): the loop, not the engine, would be
-    timed. On the others it is ~1% of a step (torch: 21 ms of ~2 s)."""
+    """Plain SGD for model's parameters: bulk_sgd's, else PythonSGD."""
+    optimizer = bulk_sgd(model, lr)
+    return PythonSGD(model, lr) if optimizer is None else optimizer
+
+
+def bulk_sgd(model, lr):
+    """micrograd_c.optim.SGD for model's parameters if they are micrograd_c's Values, else None:
+    the same update and numbers as the Python loop, in bulk. Measured on a replayed digits step,
+    the loop and zero_grad() took 350 us of its 550 (optim.SGD: 60 us), and 7% of the demo's
+    fused step: the loop, not the engine, would be timed. On the others it is ~1% of a step
+    (torch: 21 ms of ~2 s)."""
     parameters = model.parameters()
     if all(isinstance(p, micrograd_c.engine.Value) for p in parameters):
         return optim.SGD(parameters, lr)
-    return PythonSGD(model, lr)
+    return None
 
 
 def digits_epoch(engine, loss="cross_entropy", seed=0, model=None, batch_size=DIGITS_BATCH):
