@@ -31,7 +31,8 @@ cdef enum Op:
     # 6. a row in OPS of tests/programs.py (random graphs for the fuzz, replay and gradient
     #    tests: on Values, on floats in the engine's order, on torch through Fused for an
     #    n-ary op), and in EXTRA_OPS of tests/helpers.py (random graphs of tests/test_engine.py);
-    # 7. an activation also goes in engine.layer (src/engine.pyx) and nn.py's Neuron.
+    # 7. an activation also goes in neuron_output (src/engine.pyx: what engine.neuron and
+    #    engine.layer make) and in nn.py's ACTIVATIONS and Neuron's repr.
     LEAF          # Value(x)
     CUSTOM        # Value(x, _children, _op): children kept for drawing, no gradient (as upstream)
     # binary: children a, b
