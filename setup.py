@@ -133,7 +133,14 @@ extension = Extension(
     define_macros=macros,
 )
 
+# The engine's declarations live beside the package, in micrograd_c/engine.pxd, where Cython's
+# own dependency check (which looks for a .pxd next to the .pyx) does not see them: a build after
+# a change there alone reused the C of the last one.
+stale = (os.path.exists("src/engine.c") and
+         os.path.getmtime("micrograd_c/engine.pxd") > os.path.getmtime("src/engine.c"))
+
 setup(
-    ext_modules=cythonize([extension], compiler_directives=directives, annotate=DEBUG),
+    ext_modules=cythonize([extension], compiler_directives=directives, annotate=DEBUG,
+                          force=stale),
     cmdclass={"build_ext": build_ext_per_compiler},
 )
