@@ -232,36 +232,49 @@ cdef double value_argument(object x) except? -1.0:
 # ---------------------------------------------------------------------------------------------
 # Node construction
 
-# A node is made in new_node and handed on as the one reference its callers return. Returning
-# a `Value` variable costs a Py_INCREF, then a Py_DECREF as the variable goes; from Python 3.12
-# the increment stores 32 bits of the count and the decrement reloads all 64, which the CPU
-# can't forward from the store: it stalls (measured: a third of binary_op on 3.13, 8% of the
-# unfused demo step). new_reference increments all 64 bits instead, which a load after it can
-# read at once. (Only for a node just made: it is not immortal.)
+# A node is made in new_node and handed on as the one reference its callers return, never held
+# in a `Value` variable: that costs a Py_INCREF, then a Py_DECREF as the variable goes; from
+# Python 3.12 the increment stores 32 bits of the count and the decrement reloads all 64, which
+# the CPU can't forward from the store: it stalls (measured: a third of binary_op on 3.13, 8%
+# of the unfused demo step).
+#
+# It comes from Value's tp_alloc, zeroed, not from Cython's tp_new: that stores None in `left`
+# and `right`, which setting them then releases, and freeing (dealloc_node) stored None again
+# before Cython's tp_dealloc released it: eight updates of None's reference count in a node's
+# life, a real count before Python 3.12 (measured side by side on 3.11: the unfused demo step
+# 0.976x, fastest_autograd rebuilt 0.978x without them). So the two fields are written here in
+# C: Cython assigns an object field only by releasing what it held, and never NULL (which only a
+# node being freed holds). The struct's name is Cython's for Value (another would not compile).
 cdef extern from *:
     """
-    #if defined(Py_GIL_DISABLED) || defined(Py_REF_DEBUG)
-    #define MICROGRAD_C_NEW_REFERENCE(object) (Py_INCREF(object), (object))
-    #else
-    #define MICROGRAD_C_NEW_REFERENCE(object) ((object)->ob_refcnt++, (object))
-    #endif
     #define MICROGRAD_C_OWNED(object) (object)
+    #define MICROGRAD_C_FIELDS(node) ((struct __pyx_obj_11micrograd_c_6engine_Value*)(node))
+    #define MICROGRAD_C_SET_LEFT(node, child) (MICROGRAD_C_FIELDS(node)->left = \
+        (struct __pyx_obj_11micrograd_c_6engine_Value*)(child))
+    #define MICROGRAD_C_SET_RIGHT(node, child) (MICROGRAD_C_FIELDS(node)->right = (child))
     """
-    PyObject* new_reference "MICROGRAD_C_NEW_REFERENCE"(PyObject* node)
     Value owned "MICROGRAD_C_OWNED"(PyObject* node)     # takes a reference the caller made
+    void set_left "MICROGRAD_C_SET_LEFT"(PyObject* node, PyObject* child) noexcept nogil
+    void set_right "MICROGRAD_C_SET_RIGHT"(PyObject* node, PyObject* child) noexcept nogil
+
+
+cdef inline PyObject* allocate_value() except NULL:
+    return (<TypeAllocation*>Value).tp_alloc(<PyTypeObject*>Value, 0)    # sets MemoryError
 
 
 cdef inline Value new_node(unsigned char op, double data, double state, Value left,
                            object right, bint ieee):
-    cdef Value out = Value.__new__(Value)
-    out.made = True
-    out.data = data
-    out.op = op
-    out.state = state
-    out.left = left
-    out.right = right
-    out.ieee = ieee
-    return owned(new_reference(<PyObject*>out))
+    cdef PyObject* node = allocate_value()
+    (<Value>node).made = True
+    (<Value>node).data = data
+    (<Value>node).op = op
+    (<Value>node).state = state
+    (<Value>node).ieee = ieee
+    incref(<PyObject*>left)
+    set_left(node, <PyObject*>left)
+    incref(<PyObject*>right)
+    set_right(node, <PyObject*>right)
+    return owned(node)
 
 
 cdef inline int check_made(Value child) except -1:
@@ -705,18 +718,22 @@ cdef void dealloc_node(PyObject* node) noexcept:
     if (<Value>node).attributes != NULL:
         Py_XDECREF((<Value>node).attributes)    # may run Python code (what users stored)
         (<Value>node).attributes = NULL
-    # Each field is cleared before the next is doomed: a child held twice (x * x) is doomed by
-    # the second.
-    if (<Value>node).left is not None:
-        doom(<PyObject*>(<Value>node).left)
-        (<Value>node).left = None
-    if (<Value>node).right is not None:
+    # Each field is cleared (to NULL: see new_node) before the next is doomed: a child held
+    # twice (x * x) is doomed by the second.
+    cdef PyObject* child = <PyObject*>(<Value>node).left
+    if child != <PyObject*>None:
+        doom(child)
+        set_left(node, NULL)
+        decref(child)
+    child = <PyObject*>(<Value>node).right
+    if child != <PyObject*>None:
         if keeps_tuple((<Value>node).op):
-            if doom_children(<PyObject*>(<Value>node).right):
-                keep_spare(<PyObject*>(<Value>node).right)
+            if doom_children(child):
+                keep_spare(child)
         else:
-            doom(<PyObject*>(<Value>node).right)
-        (<Value>node).right = None
+            doom(child)
+        set_right(node, NULL)
+        decref(child)
     clear_and_free(node)
     if releasing:
         return                          # an outer dealloc_node is draining `doomed`
