@@ -1010,6 +1010,11 @@ def mlp_call(self, x):
 
 cdef object LAYER_CALL = layer_call     # the __call__ of a class whose layers mlp_call() runs
 
+# Each is a class's __call__ in micrograd_c.nn: a bound method pickles and copies as a look-up
+# of its function's __name__ on the instance (model.__call__ sent to a worker process), which
+# must be the attribute's. (Their __qualname__ stays, for pickling the functions themselves.)
+neuron.__name__ = layer_call.__name__ = mlp_call.__name__ = "__call__"
+
 
 cdef object layer_output(object self, object x):
     # layer_call(): the Python calls from MLP to Layer to layer() were 6% of the demo's step

@@ -227,6 +227,40 @@ def test_an_mlp_calls_its_layers_as_upstreams_loop_does():
                                               zip(model.layers[0].neurons[0].w, (1.0, 2.0, 3.0)))
 
 
+@pytest.mark.parametrize("make", [lambda: Neuron(2), lambda: Layer(2, 3), lambda: MLP(2, [3, 1])])
+def test_a_models_bound_call_pickles_and_copies_as_upstreams_does(make):
+    # a bound method pickles as getattr(instance, its function's __name__): sent to a worker
+    # process (ProcessPoolExecutor().map(model.__call__, ...)) it must come back the same call
+    import copy
+    model = make()
+    x = [0.5, -1.5]
+    expected = model(x)
+    for call in (pickle.loads(pickle.dumps(model.__call__)), copy.copy(model.__call__)):
+        got = call(x)
+        assert [v.data for v in got] == [v.data for v in expected] if isinstance(got, list) \
+            else got.data == expected.data
+    assert pickle.loads(pickle.dumps(engine.layer_call)) is engine.layer_call
+
+
+def test_parameters_iterate_what_each_part_returns_as_upstreams_comprehension():
+    # upstream's [p for n in self.neurons for p in n.parameters()] takes any iterable, an array
+    # included (list += array would broadcast it instead)
+    class ArrayNeuron(Neuron):
+        def parameters(self):
+            return np.array(self.w + [self.b], dtype=object)
+
+    for nin in (2, 0):
+        layer = Layer(nin, 2)
+        for n in layer.neurons:
+            n.__class__ = ArrayNeuron
+        expected = [p for n in layer.neurons for p in n.parameters()]
+        assert len(layer.parameters()) == len(expected) == 2 * (nin + 1)
+        assert all(a is b for a, b in zip(layer.parameters(), expected))
+        model = MLP(nin, [2])
+        model.layers[0] = layer
+        assert all(a is b for a, b in zip(model.parameters(), expected))
+
+
 def test_layer_and_mlp_calls_are_the_engines_with_upstreams_signature():
     import inspect
     assert Layer.__call__ is engine.layer_call and MLP.__call__ is engine.mlp_call
