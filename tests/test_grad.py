@@ -77,12 +77,13 @@ def test_first_second_and_third_derivatives_follow_torch(case):
     scale = max([1.0] + [abs(t.item()) for t in theirs.values() if math.isfinite(t.item())])
     # Where a derivative's terms cancel, rounding noise is a fraction of the terms, not of the
     # result, on both sides, and a derivative of higher order multiplies the noise of those
-    # below it: the tolerance grows with the largest term against the derivatives' size (the
-    # condition of the sums). Random runs found d3/dx3 (u / u) at u = x - c = 0.0082 (true 0,
-    # terms to 7e8; ours 1.4e-9, torch 4.7e-10), and a softmax that one logit dominates by
-    # 30,000 (second-derivative terms of 7e10 cancel to 2.4e6; ours 1.07e-8 off in the third,
-    # torch exact).
-    cancellation = max([1.0] + [largest_term(d) / scale for d in ours.values()])
+    # below it: the tolerance grows with the largest term beyond ten times the derivatives'
+    # size (the condition of the sums; the CI's examples stay below it: their largest terms
+    # are at most 7.2x). Random runs found d3/dx3 (u / u) at u = x - c = 0.0082 (true 0, terms
+    # to 7e8; ours 1.4e-9, torch 4.7e-10), and a softmax that one logit dominates by 30,000
+    # (second-derivative terms of 7e10 cancel to 2.4e6; ours 1.07e-8 off in the third, torch
+    # exact).
+    cancellation = max([1.0] + [largest_term(d) / (10 * scale) for d in ours.values()])
     for index, d in ours.items():
         t = theirs[index].item()
         assume(math.isfinite(t))
