@@ -60,6 +60,9 @@ cdef enum Op:
     LOGSUMEXP     # log(sum(exp(z[i]))), the max subtracted inside
     CROSS_ENTROPY # -log(softmax(z)[c]) for a class index c >= 0; for c < 0, children z..., t...
                   # and sum(t[i] * -log(softmax(z)[i])) for targets t (one-hot or soft)
+    # n-ary, made only by grad(create_graph=True): the softmax in logsumexp's and
+    # cross_entropy's derivatives, as exp() of these, without a rounded logsumexp in between
+    LOG_SOFTMAX   # log(softmax(z)[c]) = z[c] - logsumexp(z)
     N_OPS
 
 

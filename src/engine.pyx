@@ -24,7 +24,7 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF, Py_XINCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
-from libc.math cimport exp, floor, isfinite, isinf, isnan, log, tanh
+from libc.math cimport exp, floor, isfinite, isinf, isnan, log, log1p, tanh
 from libc.limits cimport INT_MAX
 from libc.math cimport pow as c_pow
 from libc.stdlib cimport free, realloc
@@ -333,7 +333,7 @@ OP_NAMES = {
     LEAF: '', CUSTOM: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*',
     RPOW_CONST: '**', RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid',
     DOT: 'dot', SUM: 'sum', LOGSUMEXP: 'logsumexp', CROSS_ENTROPY: 'cross_entropy',
-    MUL_NO_NAN: 'mul_no_nan', POW_MASK: 'pow_mask', STEP: 'step',
+    MUL_NO_NAN: 'mul_no_nan', POW_MASK: 'pow_mask', STEP: 'step', LOG_SOFTMAX: 'log_softmax',
 }
 # For tests: every op code, and the code of a node, so that a test can check that every op is
 # handled by every path (building, backward, replay, grad).
@@ -350,7 +350,17 @@ def _constant(Value node not None):
 
 
 def _gradient_op(str name, Value a not None, Value b=None):
-    # A node of an op that only gradient graphs are made of, for tests.
+    # A node of an op that only gradient graphs are made of, for tests. log_softmax: of the
+    # logits (a, b), at b.
+    if name == "log_softmax":
+        if b is None:
+            raise TypeError("log_softmax needs two logits")
+        check_made(a)
+        check_made(b)
+        children = new_children(2)
+        set_child(children, 0, a)
+        set_child(children, 1, b)
+        return nary_op(LOG_SOFTMAX, children, 1.0)
     op = {"mul_no_nan": MUL_NO_NAN, "pow_mask": POW_MASK, "step": STEP}[name]
     return unary_op(op, a, 0.0, False) if b is None else binary_op(op, a, b, False)
 
@@ -1224,8 +1234,10 @@ def cross_entropy(logits, target):
 
     `target` is a class index (an int), or one Value or number per logit: a one-hot vector (the
     form to replay, whose labels can be set in place) or soft targets, for which the loss is
-    sum(t * -log(softmax(logits))). Computed without overflow (logsumexp, the largest logit
-    subtracted inside); the gradient is softmax(logits) - target, as torch's cross_entropy.
+    sum(t * -log(softmax(logits))). Computed without overflow and without rounding the
+    log-probabilities through a logsumexp: -log(softmax(z)[c]) is (max(z) - z[c]) + log1p of
+    the other logits' exp(z - max(z)), so a confident prediction's loss keeps its digits. The
+    gradient is softmax(logits) - target, as torch's cross_entropy.
     """
     cdef tuple z = tuple(logits)
     cdef Py_ssize_t n = len(z), i

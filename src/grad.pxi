@@ -150,11 +150,18 @@ cdef int value_backprop(Replay tape, Py_ssize_t i, object g, Contributions pendi
     elif op == SUM:                     # d/dv[j] = 1
         for j in range(n):
             pending.add(links[j], 1.0, g)
-    elif op == LOGSUMEXP:               # d/dz[j] = exp(z[j] - out)
+    elif op == LOGSUMEXP:               # d/dz[j] = softmax(z)[j]
+        softmax = pending.softmax(children)
         for j in range(n):
-            pending.add(links[j], softmax_of(children[j], node), g)
+            pending.add(links[j], softmax[j], g)
     elif op == CROSS_ENTROPY:
         value_cross_entropy_backprop(node, children, links, g, pending)
+    elif op == LOG_SOFTMAX:             # d/dz[j] = (j == c) - softmax(z)[j]
+        softmax = pending.softmax(children)
+        for j in range(n):
+            d = ieee_unary(MUL_CONST, <Value>softmax[j], -1.0)
+            pending.add(links[j], ieee_unary(ADD_CONST, d, 1.0) if j == <Py_ssize_t>node.state
+                        else d, g)
     elif has_formula(op):               # LEAF and CUSTOM pass nothing on, as in backward()
         raise SystemError(f"grad() does not know op {op} (src/grad.pxi, value_backprop)")
     return 0
@@ -162,31 +169,41 @@ cdef int value_backprop(Replay tape, Py_ssize_t i, object g, Contributions pendi
 
 cdef int value_cross_entropy_backprop(Value node, tuple z, const int* links, object g,
                                       Contributions pending) except -1:
-    # nary_backprop's CROSS_ENTROPY case with Values, z the node's children; lse is a logsumexp
-    # node of the logits.
+    # nary_backprop's CROSS_ENTROPY case with Values, z the node's children
     cdef Py_ssize_t j, n = len(z), m = n // 2
-    cdef Py_ssize_t target = <Py_ssize_t>node.state
-    cdef Value lse, targets
+    cdef tuple softmax
+    cdef Value targets
     if node.state >= 0:                 # d/dz[j] = softmax(z)[j] - (j == target)
-        lse = ieee_nary(LOGSUMEXP, z)
+        softmax = pending.softmax(z)
         for j in range(n):
-            softmax = softmax_of(z[j], lse)
-            pending.add(links[j], ieee_unary(ADD_CONST, softmax, -1.0) if j == target
-                        else softmax, g)
+            pending.add(links[j], ieee_unary(ADD_CONST, <Value>softmax[j], -1.0)
+                        if j == <Py_ssize_t>node.state else softmax[j], g)
         return 0
-    lse = ieee_nary(LOGSUMEXP, z[:m])   # children z[0..m), then targets t[0..m)
+    logits = new_children(m)            # children z[0..m), then targets t[0..m)
+    for j in range(m):
+        set_child(logits, j, <Value>z[j])
+    softmax = pending.softmax(logits)
     targets = ieee_nary(SUM, z[m:])
     for j in range(m):                  # d/dz[j] = sum(t) * softmax(z)[j] - t[j]
-        pending.add(links[j], ieee_binary(ADD, ieee_binary(MUL, targets, softmax_of(z[j], lse)),
+        pending.add(links[j], ieee_binary(ADD, ieee_binary(MUL, targets, <Value>softmax[j]),
                                           ieee_unary(MUL_CONST, z[m + j], -1.0)), g)
-    for j in range(m):                  # d/dt[j] = lse - z[j]
-        pending.add(links[m + j], ieee_binary(ADD, lse, ieee_unary(MUL_CONST, z[j], -1.0)), g)
+    for j in range(m):                  # d/dt[j] = -log_softmax(z)[j]
+        pending.add(links[m + j], ieee_unary(MUL_CONST, (<Value>softmax[j]).left, -1.0), g)
     return 0
 
 
-cdef Value softmax_of(Value z, Value lse):
-    # exp(z - lse), as the float formulas compute it (z + -lse is z - lse to the bit)
-    return ieee_unary(EXP, ieee_binary(ADD, z, ieee_unary(MUL_CONST, lse, -1.0)), 0.0)
+cdef tuple softmax_nodes(tuple z):
+    # exp(log_softmax(z)[j]) for each j, as the float formulas compute them (src/ops.pxi): one
+    # LOG_SOFTMAX node per logit, all sharing the tuple z, their values from one Shift.
+    cdef Shift shift = shift_of(items_of(<PyObject*>z), len(z))
+    cdef Py_ssize_t j
+    cdef Value log_softmax
+    cdef list softmax = []
+    for j in range(len(z)):
+        log_softmax = nary(LOG_SOFTMAX, log_softmax_of(shift, (<Value>z[j]).data), z, <double>j)
+        log_softmax.ieee = True
+        softmax.append(ieee_unary(EXP, log_softmax, 0.0))
+    return tuple(softmax)
 
 
 cdef Value ieee_nary(unsigned char op, tuple items):
@@ -213,6 +230,7 @@ cdef class Contributions:
     cdef Py_ssize_t size, capacity
     cdef Py_ssize_t* first              # per tape node: its first contribution, or -1
     cdef Py_ssize_t* last
+    cdef dict softmaxes                 # id(z): (z, softmax_nodes(z)), made once per tuple z
 
     def __cinit__(self, Py_ssize_t nodes):
         cdef Py_ssize_t i
@@ -229,6 +247,16 @@ cdef class Contributions:
         PyMem_Free(self.items)
         PyMem_Free(self.first)
         PyMem_Free(self.last)
+
+    cdef tuple softmax(self, tuple z):
+        # softmax_nodes(z), shared by every node whose derivatives need them (a cross-entropy
+        # node and its gradient's log_softmax nodes all have the logits z): n nodes, not n * n
+        if self.softmaxes is None:
+            self.softmaxes = {}
+        made = self.softmaxes.get(id(z))
+        if made is None:
+            made = self.softmaxes[id(z)] = (z, softmax_nodes(z))
+        return made[1]
 
     cdef int add(self, Py_ssize_t node, object local, object grad) except -1:
         cdef Contribution* grown

@@ -212,78 +212,128 @@ cdef inline void sum_backprop(Children children, Py_ssize_t n, double g) noexcep
         add_to_grad(children, i, g)
 
 
-# -- logsumexp(z): log(sum(exp(z[i]))); d/dz[i] = softmax(z)[i] = exp(z[i] - out) ----------------
+# -- logsumexp(z): log(sum(exp(z[i]))), and log_softmax ------------------------------------------
+# lse(z) is largest + log_total: the largest logit, subtracted inside the exps so that logits of
+# 1e3 don't overflow, and log_total = log(sum(exp(z[i] - largest))). Every formula below that
+# needs z[i] - lse(z) computes it as (z[i] - largest) - log_total, as torch's log_softmax does:
+# lse(z), rounded to the ulps of the largest logit, loses what is left of z[i] - lse(z) where
+# one logit dominates (z = [30, 0]: -log_softmax[0] is 9.3576e-14, lse(z) - 30 is 9.237e-14),
+# and derivatives of higher order multiply that loss (a softmax that a logit of 1,000
+# dominates: the third derivative was 2.5e-7 off). A Shift is recomputed wherever it is needed
+# (replay keeps those of cross-entropy runs, replay.pxi).
 
-cdef inline double logsumexp_value(Children children, Py_ssize_t n) noexcept nogil:
-    # The largest is subtracted inside the exps, so that logits of 1e3 don't overflow; -inf for
-    # none, inf if one is inf, nan if one is nan (which no comparison would pick as the largest).
-    cdef Py_ssize_t i
-    cdef double z, largest = -INFINITY, total = 0.0
+cdef struct Shift:
+    double largest                      # the largest z[i]; nan if one is; -inf for none
+    double log_total                    # log(sum(exp(z[i] - largest))); 0 if largest is inf
+
+cdef inline Shift shift_of(Children children, Py_ssize_t n) noexcept nogil:
+    # -inf for none, inf if one is inf, nan if one is nan (which no comparison would pick as
+    # the largest): then log_total is 0, and lse(z) is largest. Else log_total is log1p of the
+    # others' exps, added in turn: the largest's is 1, and 1 + x would round x away (a
+    # cross-entropy of 1e-17 where one logit leads by 39 would be 0).
+    cdef Py_ssize_t i, top = 0
+    cdef double z, others = 0.0
+    cdef Shift shift = Shift(-INFINITY, 0.0)
     for i in range(n):
         z = child_data(children, i)
-        if z > largest:
-            largest = z
+        if z > shift.largest:
+            shift.largest = z
+            top = i
         elif isnan(z):
-            return z
-    if isinf(largest):
-        return largest
+            shift.largest = z
+            return shift
+    if isinf(shift.largest):
+        return shift
     for i in range(n):
-        total += exp(child_data(children, i) - largest)
-    return largest + log(total)
+        if i != top:
+            others += exp(child_data(children, i) - shift.largest)
+    shift.log_total = log1p(others)
+    return shift
 
-cdef inline void logsumexp_backprop(Children children, Py_ssize_t n, double out,
-                                    double g) noexcept nogil:
+cdef inline double log_softmax_of(Shift shift, double z) noexcept nogil:
+    # z - lse(z), the log of z's softmax weight
+    return (z - shift.largest) - shift.log_total
+
+cdef inline double logsumexp_value(Children children, Py_ssize_t n) noexcept nogil:
+    cdef Shift shift = shift_of(children, n)
+    return shift.largest + shift.log_total
+
+cdef inline void logsumexp_backprop(Children children, Py_ssize_t n, double g) noexcept nogil:
+    # d/dz[i] = softmax(z)[i]
     cdef Py_ssize_t i
+    cdef Shift shift = shift_of(children, n)
     for i in range(n):
-        add_to_grad(children, i, times_grad(exp(child_data(children, i) - out), g))
+        add_to_grad(children, i, times_grad(exp(log_softmax_of(shift, child_data(children, i))),
+                                            g))
+
+
+# -- log_softmax(z)[c]: (z[c] - largest) - log_total ------------------------------------------
+# Made only by grad(create_graph=True): the softmax weights in the derivatives of logsumexp and
+# cross_entropy are exp() of these nodes, whose own derivative d/dz[i] = (i == c) - softmax(z)[i]
+# never goes through a rounded lse(z).
+
+cdef inline double log_softmax_value(Children children, Py_ssize_t n, double c) noexcept nogil:
+    return log_softmax_of(shift_of(children, n), child_data(children, <Py_ssize_t>c))
+
+cdef inline void log_softmax_backprop(Children children, Py_ssize_t n, double c,
+                                      double g) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double d
+    cdef Shift shift = shift_of(children, n)
+    for i in range(n):
+        d = -exp(log_softmax_of(shift, child_data(children, i)))
+        if i == <Py_ssize_t>c:
+            d += 1.0
+        add_to_grad(children, i, times_grad(d, g))
 
 
 # -- cross_entropy(z, target): -log(softmax(z)[target]) ------------------------------------------
-# A class index c >= 0: lse(z) - z[c], with d/dz[i] = softmax(z)[i] - (i == c). For c < 0,
-# targets t: children z[0..m), t[0..m), and sum(t[i] * (lse(z) - z[i])), with
-# d/dz[i] = sum(t) * softmax(z)[i] - t[i] and d/dt[i] = lse(z) - z[i].
+# A class index c >= 0: -log_softmax(z)[c], with d/dz[i] = softmax(z)[i] - (i == c). For c < 0,
+# targets t: children z[0..m), t[0..m), and sum(t[i] * -log_softmax(z)[i]), with
+# d/dz[i] = sum(t) * softmax(z)[i] - t[i] and d/dt[i] = -log_softmax(z)[i].
 
 @cython.cdivision(True)                 # n // 2 of a size, as in dot_value
-cdef inline double cross_entropy_lse(Children children, Py_ssize_t n, double c) noexcept nogil:
-    # lse(z): what the value and the derivatives share (replay computes it once for both)
-    return logsumexp_value(children, n if c >= 0 else n // 2)
+cdef inline Shift cross_entropy_shift(Children children, Py_ssize_t n, double c) noexcept nogil:
+    # what the value and the derivatives share (replay computes it once for both)
+    return shift_of(children, n if c >= 0 else n // 2)
 
 cdef inline double cross_entropy_value(Children children, Py_ssize_t n, double c) noexcept nogil:
-    return cross_entropy_from(children, n, c, cross_entropy_lse(children, n, c))
+    return cross_entropy_from(children, n, c, cross_entropy_shift(children, n, c))
 
 @cython.cdivision(True)                 # n // 2 of a size, as in dot_value
 cdef inline double cross_entropy_from(Children children, Py_ssize_t n, double c,
-                                      double lse) noexcept nogil:
+                                      Shift shift) noexcept nogil:
     cdef Py_ssize_t i, m = n // 2
     cdef double total = 0.0
     if c >= 0:
-        return lse - child_data(children, <Py_ssize_t>c)
+        return -log_softmax_of(shift, child_data(children, <Py_ssize_t>c))
     for i in range(m):
-        total += child_data(children, m + i) * (lse - child_data(children, i))
+        total += child_data(children, m + i) * -log_softmax_of(shift, child_data(children, i))
     return total
 
 cdef inline void cross_entropy_backprop(Children children, Py_ssize_t n, double c,
                                         double g) noexcept nogil:
-    cross_entropy_backprop_from(children, n, c, cross_entropy_lse(children, n, c), g)
+    cross_entropy_backprop_from(children, n, c, cross_entropy_shift(children, n, c), g)
 
 @cython.cdivision(True)                 # n // 2 of a size, as in dot_value
 cdef inline void cross_entropy_backprop_from(Children children, Py_ssize_t n, double c,
-                                             double lse, double g) noexcept nogil:
+                                             Shift shift, double g) noexcept nogil:
     cdef Py_ssize_t i, m = n // 2
     cdef double targets = 0.0, softmax
     if c >= 0:
         for i in range(n):
-            softmax = exp(child_data(children, i) - lse)
+            softmax = exp(log_softmax_of(shift, child_data(children, i)))
             softmax -= 1.0 if i == <Py_ssize_t>c else 0.0
             add_to_grad(children, i, times_grad(softmax, g))
         return
     for i in range(m):
         targets += child_data(children, m + i)
     for i in range(m):
-        softmax = exp(child_data(children, i) - lse)
+        softmax = exp(log_softmax_of(shift, child_data(children, i)))
         add_to_grad(children, i, times_grad(targets * softmax - child_data(children, m + i), g))
     for i in range(m):
-        add_to_grad(children, m + i, times_grad(lse - child_data(children, i), g))
+        add_to_grad(children, m + i,
+                    times_grad(-log_softmax_of(shift, child_data(children, i)), g))
 
 
 # == Dispatch: an op code to its section ==========================================================
@@ -417,6 +467,8 @@ cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
         return logsumexp_value(children, n)
     elif op == CROSS_ENTROPY:
         return cross_entropy_value(children, n, c)
+    elif op == LOG_SOFTMAX:
+        return log_softmax_value(children, n, c)
     return NAN
 
 
@@ -427,9 +479,11 @@ cdef inline void nary_backprop(unsigned char op, Children children, Py_ssize_t n
     elif op == SUM:
         sum_backprop(children, n, g)
     elif op == LOGSUMEXP:
-        logsumexp_backprop(children, n, out, g)
+        logsumexp_backprop(children, n, g)
     elif op == CROSS_ENTROPY:
         cross_entropy_backprop(children, n, c, g)
+    elif op == LOG_SOFTMAX:
+        log_softmax_backprop(children, n, c, g)
 
 
 # -- a node, whatever its kind: what backward(), replay and compile() share ----------------------

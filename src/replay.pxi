@@ -94,8 +94,8 @@ cdef class Replay:
     cdef Py_ssize_t scratch_size
     cdef int* runs                      # see find_runs: run k is nodes runs[2k]:runs[2k + 1]
     cdef int n_runs
-    cdef double* lses                   # each cross-entropy node's lse in a run, in tape order
-    cdef Py_ssize_t n_lses
+    cdef Shift* shifts                  # each cross-entropy node's lse(z) in a run, in tape order
+    cdef Py_ssize_t n_shifts
     cdef int* leaves                    # the positions of the LEAF nodes
     cdef Py_ssize_t n_plain             # the tape's first nodes, those without children
     cdef bint by_depth                  # the tape's order is by_depth's, not backward()'s
@@ -122,7 +122,7 @@ cdef class Replay:
         PyMem_Free(self.scratch)
         PyMem_Free(self.leaves)
         PyMem_Free(self.runs)
-        PyMem_Free(self.lses)
+        PyMem_Free(self.shifts)
 
     def __len__(self):
         return self.size
@@ -141,7 +141,7 @@ cdef class Replay:
                 self.n_groups * sizeof(Group) + self.n_leaves * sizeof(int) +
                 self.n_layers * sizeof(Layer) + self.n_layer_nodes() * sizeof(int) +
                 self.n_block_layers * sizeof(int) + self.scratch_size * sizeof(double) +
-                self.n_runs * 2 * sizeof(int) + self.n_lses * sizeof(double))
+                self.n_runs * 2 * sizeof(int) + self.n_shifts * sizeof(Shift))
 
     cdef inline Py_ssize_t first_dot(self, int k) noexcept nogil:
         # the tape position of layer k's first dot, or -1 past the last layer
@@ -228,7 +228,7 @@ cdef class Replay:
         cdef int next_layer = 0, r
         self.check_recorded()
         cdef Py_ssize_t layer_at = self.first_dot(0)       # where the next layer is computed
-        cdef Py_ssize_t start, end, lse_at = 0
+        cdef Py_ssize_t start, end, shift_at = 0
         cdef double* new = self.grads
         cdef const int* links = self.links
         cdef const int* first = self.first
@@ -275,7 +275,7 @@ cdef class Replay:
                         layer_at = self.first_dot(next_layer)
                     continue
                 if ops[end] & OP_BITS == CROSS_ENTROPY:
-                    lse_at = cross_entropy_run_forward(self, end, start, new, lse_at)
+                    shift_at = cross_entropy_run_forward(self, end, start, new, shift_at)
                     continue
                 i = self.unary_forward(ops[end] & OP_BITS, end, start, new,
                                        not ops[end] & IEEE_NODE, &error)
@@ -347,7 +347,7 @@ cdef class Replay:
         cdef int next_layer = self.n_layers - 1
         cdef Py_ssize_t layer_at = self.last_dot(next_layer)    # where the next layer is done
         cdef int r
-        cdef Py_ssize_t start, end, lse_at = self.n_lses
+        cdef Py_ssize_t start, end, shift_at = self.n_shifts
         cdef TapeChildren children
         cdef double* values = self.values
         cdef double* grads = self.grads
@@ -391,7 +391,7 @@ cdef class Replay:
                         for i in range(end, start):
                             (<Value>nodes[i]).grad = grads[i]
                 elif ops[end] & OP_BITS == CROSS_ENTROPY:
-                    lse_at = cross_entropy_run_backward(self, end, start, write_back, lse_at)
+                    shift_at = cross_entropy_run_backward(self, end, start, write_back, shift_at)
                 else:
                     self.unary_backward(ops[end] & OP_BITS, end, start, write_back)
         if write_back:                          # the nodes without children: nothing to send
@@ -432,7 +432,7 @@ cdef class Replay:
                 for k in range(layer.start, layer.start + layer.members):
                     (<Value>self.nodes[self.layer_nodes[k]]).data = \
                         self.values[self.layer_nodes[k]]
-        cross_entropy_lses(self)
+        cross_entropy_shifts(self)
 
     cdef str where(self, Py_ssize_t i):
         return f" (replaying node {i:,} of {self.size:,}, op {(<Value>self.nodes[i])._op!r})"
@@ -1039,8 +1039,8 @@ cdef void layer_backward(Replay tape, const Layer* layer) noexcept nogil:
 # a run of dots at once, without visiting each dot; a unary run in a loop of its own, on the
 # op's own formulas (op_value, local_derivatives), with the op chosen once for the run rather
 # than at every node; a cross-entropy run on its formulas too, forward() keeping each node's
-# lse(z) (8 bytes) for the sweep, which would compute it again (half the exps of its
-# derivatives). 8 bytes per run, for at least LONG_RUN nodes.
+# lse(z) (a Shift, 16 bytes, src/ops.pxi) for the sweep, which would compute it again (half the
+# exps of its derivatives). 16 bytes per cross-entropy node of a run.
 
 cdef enum:
     LONG_RUN = 8
@@ -1064,12 +1064,12 @@ cdef void find_runs(Replay tape) noexcept:
             runs[2 * count + 1] = <int>end
             count += 1
             if tape.ops[i] & OP_BITS == CROSS_ENTROPY:
-                tape.n_lses += end - i
+                tape.n_shifts += end - i
         i = end
-    if tape.n_lses:
-        tape.lses = <double*>PyMem_Malloc(tape.n_lses * sizeof(double))
-        if tape.lses == NULL:           # no memory for them: no cross-entropy runs
-            tape.n_lses = 0
+    if tape.n_shifts:
+        tape.shifts = <Shift*>PyMem_Malloc(tape.n_shifts * sizeof(Shift))
+        if tape.shifts == NULL:         # no memory for them: no cross-entropy runs
+            tape.n_shifts = 0
             count = drop_cross_entropy_runs(tape, runs, count)
     if count == 0:
         PyMem_Free(runs)
@@ -1078,11 +1078,11 @@ cdef void find_runs(Replay tape) noexcept:
     if tape.runs == NULL:               # a shrinking realloc that failed: keep the old block
         tape.runs = runs
     tape.n_runs = count
-    cross_entropy_lses(tape)
+    cross_entropy_shifts(tape)
 
 
 cdef int drop_cross_entropy_runs(Replay tape, int* runs, int count) noexcept:
-    # runs[] without its cross-entropy runs (no memory for their lses), in place; returns how
+    # runs[] without its cross-entropy runs (no memory for their shifts), in place; returns how
     # many are left
     cdef int r, kept = 0
     for r in range(count):
@@ -1093,53 +1093,53 @@ cdef int drop_cross_entropy_runs(Replay tape, int* runs, int count) noexcept:
     return kept
 
 
-cdef void cross_entropy_lses(Replay tape) noexcept:
-    # each cross-entropy run's lses, from the values: those of the graph as built, or of the
+cdef void cross_entropy_shifts(Replay tape) noexcept:
+    # each cross-entropy run's shifts, from the values: those of the graph as built, or of the
     # last good forward()
     cdef Py_ssize_t i, k = 0
     cdef int r
-    for r in range(tape.n_runs if tape.n_lses else 0):
+    for r in range(tape.n_runs if tape.n_shifts else 0):
         if tape.ops[tape.runs[2 * r]] & OP_BITS == CROSS_ENTROPY:
             for i in range(tape.runs[2 * r], tape.runs[2 * r + 1]):
-                tape.lses[k] = cross_entropy_lse(
+                tape.shifts[k] = cross_entropy_shift(
                     TapeChildren(tape.links + tape.first[i], tape.values, NULL),
                     tape.first[i + 1] - tape.first[i], tape.constants[i])
                 k += 1
 
 
 cdef Py_ssize_t cross_entropy_run_forward(Replay tape, Py_ssize_t start, Py_ssize_t end,
-                                          double* new, Py_ssize_t lse_at) noexcept:
-    # forward() over a run of cross-entropy nodes (which never raise), keeping their lses from
-    # lses[lse_at] on; returns the index of the next run's first lse
+                                          double* new, Py_ssize_t shift_at) noexcept:
+    # forward() over a run of cross-entropy nodes (which never raise), keeping their shifts
+    # from shifts[shift_at] on; returns the index of the next run's first shift
     cdef Py_ssize_t i, n
-    cdef double lse
+    cdef Shift shift
     cdef TapeChildren children
     for i in range(start, end):
         n = tape.first[i + 1] - tape.first[i]
         children = TapeChildren(tape.links + tape.first[i], new, NULL)
-        lse = cross_entropy_lse(children, n, tape.constants[i])
-        tape.lses[lse_at] = lse
-        lse_at += 1
-        new[i] = cross_entropy_from(children, n, tape.constants[i], lse)
+        shift = cross_entropy_shift(children, n, tape.constants[i])
+        tape.shifts[shift_at] = shift
+        shift_at += 1
+        new[i] = cross_entropy_from(children, n, tape.constants[i], shift)
         (<Value>tape.nodes[i]).data = new[i]
-    return lse_at
+    return shift_at
 
 
 cdef Py_ssize_t cross_entropy_run_backward(Replay tape, Py_ssize_t start, Py_ssize_t end,
-                                           bint write_back, Py_ssize_t lse_at) noexcept:
-    # the sweep over a run of cross-entropy nodes, from its end, with the lses forward() kept
-    # (lses[:lse_at] are this run's and the earlier runs'); returns how many the earlier runs
-    # have
+                                           bint write_back, Py_ssize_t shift_at) noexcept:
+    # the sweep over a run of cross-entropy nodes, from its end, with the shifts forward()
+    # kept (shifts[:shift_at] are this run's and the earlier runs'); returns how many the
+    # earlier runs have
     cdef Py_ssize_t i
     for i in range(end - 1, start - 1, -1):
-        lse_at -= 1
+        shift_at -= 1
         if write_back:
             (<Value>tape.nodes[i]).grad = tape.grads[i]
         cross_entropy_backprop_from(
             TapeChildren(tape.links + tape.first[i], tape.values, tape.grads),
-            tape.first[i + 1] - tape.first[i], tape.constants[i], tape.lses[lse_at],
+            tape.first[i + 1] - tape.first[i], tape.constants[i], tape.shifts[shift_at],
             tape.grads[i])
-    return lse_at
+    return shift_at
 
 
 cdef inline Py_ssize_t unary_run_forward(Replay tape, unsigned char op, Py_ssize_t start,

@@ -31,16 +31,30 @@ def fsum(items):
     return total
 
 
-def flogsumexp(items):
-    # engine.logsumexp's order: the largest (nan if any is), then exp(z - largest) added in turn
-    largest = -math.inf
-    for z in items:
+def fshift(items):
+    # engine.logsumexp's parts (src/ops.pxi, Shift): the largest (nan if any is), then log1p
+    # of exp(z - largest) added in turn for all but the (first) largest (0 if it is not finite)
+    largest, top = -math.inf, 0
+    for i, z in enumerate(items):
         if math.isnan(z):
-            return z
-        largest = max(largest, z)
+            return z, 0.0
+        if z > largest:
+            largest, top = z, i
     if math.isinf(largest):
-        return largest
-    return largest + math.log(fsum(math.exp(z - largest) for z in items))
+        return largest, 0.0
+    return largest, math.log1p(fsum(math.exp(z - largest) for i, z in enumerate(items)
+                                    if i != top))
+
+
+def flogsumexp(items):
+    largest, log_total = fshift(items)
+    return largest + log_total
+
+
+def flog_softmax(items, k):
+    # z[k] - lse(z) as the engine computes it, without lse's rounding
+    largest, log_total = fshift(items)
+    return (items[k] - largest) - log_total
 
 
 class Fused:
@@ -56,12 +70,11 @@ class Fused:
 
 
 def fcross_entropy(zs, target):
-    # engine.cross_entropy's: lse(z) - z[target] for a class index, else for targets t,
-    # sum(t[i] * (lse(z) - z[i])) added in turn
+    # engine.cross_entropy's: -log_softmax(z)[target] for a class index, else for targets t,
+    # sum(t[i] * -log_softmax(z)[i]) added in turn
     if isinstance(target, int):
-        return flogsumexp(zs) - zs[target]
-    lse = flogsumexp(zs)
-    return fsum(t * (lse - z) for z, t in zip(zs, target))
+        return -flog_softmax(zs, target)
+    return fsum(t * -flog_softmax(zs, i) for i, t in enumerate(target))
 
 
 FLOAT = Fused(lambda ws, xs, b: fsum([b] + [w * x for w, x in zip(ws, xs)]), fsum, flogsumexp,

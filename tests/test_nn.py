@@ -585,10 +585,12 @@ TARGETS = [2, 0, 1, 3, 1, 0]
 
 
 def unfused_cross_entropy(z, k):
-    """The same loss from exp, log, sum, shifted by the max by hand (the oracle)."""
+    """The same loss from exp, log, sum, shifted by the max by hand (the oracle), as
+    log(sum(exp(z - m))) - (z[k] - m): log(...) + m - z[k] would round away what the loss is
+    where m is large (log(3) at z = [-1e3] * 3 was 5e-14 off)."""
     m = max(v.data for v in z)
     shifted = [v - m for v in z]
-    return (sum(s.exp() for s in shifted)).log() + m - z[k]
+    return (sum(s.exp() for s in shifted)).log() - shifted[k]
 
 
 @pytest.mark.parametrize("row", range(len(LOGITS)))
@@ -605,6 +607,18 @@ def test_cross_entropy_equals_the_unfused_composition(row):
     assert fused_grads == pytest.approx([v.grad for v in z], rel=1e-12, abs=1e-15)
     assert all(math.isfinite(g) for g in fused_grads) and math.isfinite(loss.data)
     assert sum(fused_grads) == pytest.approx(0.0, abs=1e-12)       # softmax - onehot
+
+
+@pytest.mark.parametrize("lead", [30.0, 39.0, 700.0])
+def test_a_confident_prediction_keeps_every_digit_of_its_loss(lead):
+    # loss = log(1 + exp(-lead)), by math.log1p; lse(z) - z[0] rounds it to the ulps of lead
+    # (1.3% off at 30, 0.0 at 39), and so would log(1 + exp(-lead)) (0.1% off at 30, as torch)
+    expected = math.log1p(math.exp(-lead))
+    z = [Value(lead), Value(0.0)]
+    assert cross_entropy(z, 0).data == pytest.approx(expected, rel=1e-15, abs=0.0)
+    assert cross_entropy(z, [1.0, 0.0]).data == pytest.approx(expected, rel=1e-15, abs=0.0)
+    assert engine.logsumexp([v - lead for v in z]).data == pytest.approx(expected, rel=1e-15,
+                                                                         abs=0.0)
 
 
 def test_cross_entropy_one_hot_and_soft_targets():

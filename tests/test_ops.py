@@ -41,6 +41,8 @@ OPS = {
     "POW_MASK": (lambda a, b: engine._gradient_op("pow_mask", a, b),
                  lambda a, b: 0.0 if a == 0 and b >= 0 else 1.0),
     "STEP": (lambda a, b: engine._gradient_op("step", a), lambda a, b: 1.0 if a > 0 else 0.0),
+    "LOG_SOFTMAX": (lambda a, b: engine._gradient_op("log_softmax", a, b),
+                    lambda a, b: b - math.log(math.exp(a) + math.exp(b))),
     "CROSS_ENTROPY one-hot": (
         lambda a, b: engine.cross_entropy([a, b, 0.3], [b, 1.0, a]),
         lambda a, b: sum(t * (math.log(math.exp(a) + math.exp(b) + math.exp(0.3)) - z)
@@ -71,7 +73,7 @@ def test_every_op_a_user_builds_is_in_the_random_programs():
     drawn = set().union(*(codes(on_values(Value(0.5), Value(0.7), 1.5, OURS))
                           for on_values, _ in PROGRAM_OPS.values()))
     not_built_by_users = {code(name) for name in ("LEAF", "CUSTOM", "MUL_NO_NAN", "POW_MASK",
-                                                  "STEP")}
+                                                  "STEP", "LOG_SOFTMAX")}
     missing = {name for name in OPS if code(name) not in drawn | not_built_by_users}
     assert not missing, f"{missing} have no row in OPS, tests/programs.py"
 
