@@ -224,7 +224,8 @@ cdef inline void sum_backprop(Children children, Py_ssize_t n, double g) noexcep
 
 cdef struct Shift:
     double largest                      # the largest z[i]; nan if one is; -inf for none
-    double log_total                    # log(sum(exp(z[i] - largest))); 0 if largest is inf
+    double log_total                    # log(sum(exp(z[i] - largest))); 0 unless largest is
+                                        # finite
 
 cdef inline Shift shift_of(Children children, Py_ssize_t n) noexcept nogil:
     # -inf for none, inf if one is inf, nan if one is nan (which no comparison would pick as
