@@ -60,9 +60,14 @@ cdef enum Op:
     LOGSUMEXP     # log(sum(exp(z[i]))), the max subtracted inside
     CROSS_ENTROPY # -log(softmax(z)[c]) for a class index c >= 0; for c < 0, children z..., t...
                   # and sum(t[i] * -log(softmax(z)[i])) for targets t (one-hot or soft)
-    # n-ary, made only by grad(create_graph=True): the softmax in logsumexp's and
-    # cross_entropy's derivatives, as exp() of these, without a rounded logsumexp in between
-    LOG_SOFTMAX   # log(softmax(z)[c]) = z[c] - logsumexp(z)
+    # n-ary, the two parts of logsumexp(z) = largest + log_total, as nodes: what log_softmax is
+    # made of (engine.log_softmax, and the softmax in gradient graphs), (z[i] - largest) -
+    # log_total, without a rounded logsumexp in between (ops.pxi)
+    LARGEST       # max(z), held constant: no derivative (log_softmax does not depend on it)
+    LOG_TOTAL     # log(sum(exp(z[i] - largest))), differentiated as logsumexp: softmax(z)
+    # n-ary, made only by grad(create_graph=True) for up to CENTERED_SOFTMAX logits: one node
+    # for each log-probability, whose derivative comes centred, (i == c) - softmax(z)[i]
+    LOG_SOFTMAX   # (z[c] - largest) - log_total
     N_OPS
 
 

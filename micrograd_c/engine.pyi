@@ -194,6 +194,10 @@ def logsumexp(values: Iterable[Union[Value, _Number]]) -> Value:
     """log(sum(exp(v) for v in values)), as one node, computed without overflow."""
     ...
 
+def log_softmax(values: Iterable[Union[Value, _Number]]) -> list[Value]:
+    """[v - logsumexp(values) for v in values]: the log-probabilities, as a list of Values."""
+    ...
+
 def cross_entropy(
     logits: Iterable[Union[Value, _Number]],
     target: Union[int, Iterable[Union[Value, _Number]]],

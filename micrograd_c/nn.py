@@ -4,7 +4,6 @@ classification loss: softmax cross-entropy.
 Same signatures, weight init, reprs and return conventions as upstream's micrograd/nn.py, so a
 seeded model equals upstream's. Each neuron is one fused `dot` node instead of 2n nodes.
 """
-import math
 import random
 
 from micrograd_c import engine
@@ -154,24 +153,9 @@ class MLP(Module):
 # -- classification: softmax and cross-entropy, computed without overflow ----------------------
 
 def log_softmax(logits):
-    """[z - logsumexp(logits) for z in logits]: log-probabilities, without overflow.
-
-    Each is computed as (z - m) - logsumexp(logits - m), m the largest logit's data (a number,
-    which a replay keeps as it keeps any number Python computed: the result does not depend on
-    it), so that where one logit dominates no digit is lost to a logsumexp rounded to the
-    largest logit's ulps: log_softmax([30, 0])[0] is -log1p(exp(-30)) = -9.3576e-14, where
-    z - logsumexp(logits) gives -9.237e-14.
-    """
-    logits = list(logits)
-    try:
-        largest = float(max((z.data if isinstance(z, Value) else z for z in logits), default=0))
-    except (TypeError, ValueError):     # not numbers: logsumexp() says which
-        largest = 0.0
-    if not math.isfinite(largest):      # inf or nan: nothing to shift by
-        largest = 0.0
-    shifted = [z - largest for z in logits]
-    lse = engine.logsumexp(shifted)
-    return [z - lse for z in shifted]
+    """[z - logsumexp(logits) for z in logits]: log-probabilities, without overflow, and without
+    a rounded logsumexp in between (engine.log_softmax)."""
+    return engine.log_softmax(logits)
 
 
 def softmax(logits):

@@ -12,7 +12,7 @@ backward() seeds the root with 1 and grads accumulate). Its nodes, op dispatch a
 sweep are C; see micrograd_c/engine.pxd for the node layout and src/ops.pxi for the ops.
 
 Beyond upstream: fused ops of many children, each one node (dot, sum, logsumexp,
-cross_entropy), and layer(neurons, inputs), a layer of micrograd_c.nn's neurons in one call;
+cross_entropy; log_softmax, two shared nodes and three per item), and layer(neurons, inputs), a layer of micrograd_c.nn's neurons in one call;
 compile(root), a graph recorded once and replayed from its leaves' current data;
 grad(outputs, inputs, create_graph=False), gradients as Values, to differentiate again; bulk
 operations on lists of Values (copy_to_array, copy_from_array, zero_grads, descend).
@@ -333,7 +333,8 @@ OP_NAMES = {
     LEAF: '', CUSTOM: '', ADD: '+', MUL: '*', POW: '**', ADD_CONST: '+', MUL_CONST: '*',
     RPOW_CONST: '**', RELU: 'ReLU', TANH: 'tanh', EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid',
     DOT: 'dot', SUM: 'sum', LOGSUMEXP: 'logsumexp', CROSS_ENTROPY: 'cross_entropy',
-    MUL_NO_NAN: 'mul_no_nan', POW_MASK: 'pow_mask', STEP: 'step', LOG_SOFTMAX: 'log_softmax',
+    MUL_NO_NAN: 'mul_no_nan', POW_MASK: 'pow_mask', STEP: 'step', LARGEST: 'largest',
+    LOG_TOTAL: 'log_total', LOG_SOFTMAX: 'log_softmax',
 }
 # For tests: every op code, and the code of a node, so that a test can check that every op is
 # handled by every path (building, backward, replay, grad).
@@ -350,17 +351,18 @@ def _constant(Value node not None):
 
 
 def _gradient_op(str name, Value a not None, Value b=None):
-    # A node of an op that only gradient graphs are made of, for tests. log_softmax: of the
-    # logits (a, b), at b.
-    if name == "log_softmax":
+    # A node of an op that only gradient graphs and log_softmax() make, for tests: largest,
+    # log_total and log_softmax (at b) of the logits (a, b).
+    if name in ("largest", "log_total", "log_softmax"):
         if b is None:
-            raise TypeError("log_softmax needs two logits")
+            raise TypeError(f"{name} needs two logits")
         check_made(a)
         check_made(b)
         children = new_children(2)
         set_child(children, 0, a)
         set_child(children, 1, b)
-        return nary_op(LOG_SOFTMAX, children, 1.0)
+        return nary_op({"largest": LARGEST, "log_total": LOG_TOTAL, "log_softmax": LOG_SOFTMAX}[
+            name], children, 1.0 if name == "log_softmax" else 0.0)
     op = {"mul_no_nan": MUL_NO_NAN, "pow_mask": POW_MASK, "step": STEP}[name]
     return unary_op(op, a, 0.0, False) if b is None else binary_op(op, a, b, False)
 
@@ -1222,6 +1224,37 @@ def logsumexp(values):
     for i in range(len(items)):
         set_child(children, i, as_value(items[i], "logsumexp() item"))
     return nary_op(LOGSUMEXP, children, 0.0)
+
+
+def log_softmax(values):
+    """[v - logsumexp(values) for v in values]: the log-probabilities, as a list of Values.
+
+    Each is computed as torch's log_softmax computes it, (v - max) - log(sum(exp(values - max))),
+    not from a logsumexp rounded to the largest value's ulps, so that where one value dominates
+    its log-probability keeps its digits (log_softmax([30, 0])[0] is -log1p(exp(-30)),
+    -9.3576e-14; z - logsumexp(z) is -9.237e-14). The max and the log of the sum are one node
+    each, shared by every item. Numbers become leaves, as in dot().
+    """
+    cdef tuple items = tuple(values)
+    cdef tuple children = new_children(len(items))
+    cdef Py_ssize_t i
+    for i in range(len(items)):
+        set_child(children, i, as_value(items[i], "log_softmax() item"))
+    return log_softmax_nodes(children, True)
+
+
+cdef list log_softmax_nodes(tuple z, bint checked):
+    # (z[i] - largest(z)) - log_total(z) for each i (src/ops.pxi, largest(z) and log_total(z)),
+    # the children z made: two nodes of n children, sharing z, then three of O(1) per item.
+    # Unchecked, every node is an IEEE node (a gradient graph's); none of these ops raises.
+    cdef Value largest = nary_op(LARGEST, z, 0.0)
+    cdef Value log_total = nary_op(LOG_TOTAL, z, 0.0)
+    largest.ieee = log_total.ieee = not checked
+    cdef Value minus_largest = unary_op(MUL_CONST, largest, -1.0, checked)
+    cdef Value minus_log_total = unary_op(MUL_CONST, log_total, -1.0, checked)
+    cdef Py_ssize_t i
+    return [binary_op(ADD, binary_op(ADD, <Value>z[i], minus_largest, checked), minus_log_total,
+                      checked) for i in range(len(z))]
 
 
 cdef TypeError not_a_target(object target):

@@ -150,12 +150,14 @@ cdef int value_backprop(Replay tape, Py_ssize_t i, object g, Contributions pendi
     elif op == SUM:                     # d/dv[j] = 1
         for j in range(n):
             pending.add(links[j], 1.0, g)
-    elif op == LOGSUMEXP:               # d/dz[j] = softmax(z)[j]
+    elif op == LOGSUMEXP or op == LOG_TOTAL:    # d/dz[j] = softmax(z)[j]
         softmax = pending.softmax(children)
         for j in range(n):
             pending.add(links[j], softmax[j], g)
     elif op == CROSS_ENTROPY:
         value_cross_entropy_backprop(node, children, links, g, pending)
+    elif op == LARGEST:                 # held constant (ops.pxi): no derivative
+        pass
     elif op == LOG_SOFTMAX:             # d/dz[j] = (j == c) - softmax(z)[j]
         softmax = pending.softmax(children)
         for j in range(n):
@@ -192,18 +194,30 @@ cdef int value_cross_entropy_backprop(Value node, tuple z, const int* links, obj
     return 0
 
 
+# Up to this many logits, a gradient graph's softmax is made of LOG_SOFTMAX nodes, whose
+# derivatives come centred (ops.pxi), n nodes of n children each; beyond, of log_softmax_nodes,
+# O(n) nodes and links in all, whose second derivatives can lose digits where one logit
+# saturates the softmax. A cross-entropy over 32 classes then has 1,024 links in its gradient
+# graph's softmax; over 1,000 classes 5,000 rather than 1,000,000.
+cdef enum:
+    CENTERED_SOFTMAX = 32
+
 cdef tuple softmax_nodes(tuple z):
-    # exp(log_softmax(z)[j]) for each j, as the float formulas compute them (src/ops.pxi): one
-    # LOG_SOFTMAX node per logit, all sharing the tuple z, their values from one Shift.
-    cdef Shift shift = shift_of(items_of(<PyObject*>z), len(z))
+    # exp(log_softmax(z)[j]) for each j, as the float formulas compute them (src/ops.pxi)
+    cdef Shift shift
     cdef Py_ssize_t j
     cdef Value log_softmax
-    cdef list softmax = []
-    for j in range(len(z)):
-        log_softmax = nary(LOG_SOFTMAX, log_softmax_of(shift, (<Value>z[j]).data), z, <double>j)
-        log_softmax.ieee = True
-        softmax.append(ieee_unary(EXP, log_softmax, 0.0))
-    return tuple(softmax)
+    cdef list log_softmaxes = []
+    if len(z) > CENTERED_SOFTMAX:
+        log_softmaxes = log_softmax_nodes(z, False)
+    else:                               # their values from one Shift, sharing the tuple z
+        shift = shift_of(items_of(<PyObject*>z), len(z))
+        for j in range(len(z)):
+            log_softmax = nary(LOG_SOFTMAX, log_softmax_of(shift, (<Value>z[j]).data), z,
+                               <double>j)
+            log_softmax.ieee = True
+            log_softmaxes.append(log_softmax)
+    return tuple([ieee_unary(EXP, log_softmax, 0.0) for log_softmax in log_softmaxes])
 
 
 cdef Value ieee_nary(unsigned char op, tuple items):
@@ -249,8 +263,8 @@ cdef class Contributions:
         PyMem_Free(self.last)
 
     cdef tuple softmax(self, tuple z):
-        # softmax_nodes(z), shared by every node whose derivatives need them (a cross-entropy
-        # node and its gradient's log_softmax nodes all have the logits z): n nodes, not n * n
+        # softmax_nodes(z), made once for the logits z, shared by every node whose derivatives
+        # need them (a cross-entropy node, and its gradient's log_total node)
         if self.softmaxes is None:
             self.softmaxes = {}
         made = self.softmaxes.get(id(z))

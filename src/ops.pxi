@@ -227,23 +227,29 @@ cdef struct Shift:
     double log_total                    # log(sum(exp(z[i] - largest))); 0 unless largest is
                                         # finite
 
-cdef inline Shift shift_of(Children children, Py_ssize_t n) noexcept nogil:
-    # -inf for none, inf if one is inf, nan if one is nan (which no comparison would pick as
-    # the largest): then log_total is 0, and lse(z) is largest. Else log_total is log1p of the
-    # others' exps, added in turn: the largest's is 1, and 1 + x would round x away (a
-    # cross-entropy of 1e-17 where one logit leads by 39 would be 0).
-    cdef Py_ssize_t i, top = 0
-    cdef double z, others = 0.0
-    cdef Shift shift = Shift(-INFINITY, 0.0)
+cdef inline double largest_of(Children children, Py_ssize_t n, Py_ssize_t* top) noexcept nogil:
+    # The largest z[i], and the first i where it is; -inf for none, nan if one is nan (which no
+    # comparison would pick as the largest).
+    cdef Py_ssize_t i
+    cdef double z, largest = -INFINITY
+    top[0] = 0
     for i in range(n):
         z = child_data(children, i)
-        if z > shift.largest:
-            shift.largest = z
-            top = i
+        if z > largest:
+            largest = z
+            top[0] = i
         elif isnan(z):
-            shift.largest = z
-            return shift
-    if isinf(shift.largest):
+            return z
+    return largest
+
+cdef inline Shift shift_of(Children children, Py_ssize_t n) noexcept nogil:
+    # Where the largest is not finite, log_total is 0 and lse(z) is the largest. Else log_total
+    # is log1p of the others' exps, added in turn: the largest's is 1, and 1 + x would round x
+    # away (a cross-entropy of 1e-17 where one logit leads by 39 would be 0).
+    cdef Py_ssize_t i, top
+    cdef double others = 0.0
+    cdef Shift shift = Shift(largest_of(children, n, &top), 0.0)
+    if not isfinite(shift.largest):
         return shift
     for i in range(n):
         if i != top:
@@ -268,10 +274,28 @@ cdef inline void logsumexp_backprop(Children children, Py_ssize_t n, double g) n
                                             g))
 
 
-# -- log_softmax(z)[c]: (z[c] - largest) - log_total ------------------------------------------
-# Made only by grad(create_graph=True): the softmax weights in the derivatives of logsumexp and
-# cross_entropy are exp() of these nodes, whose own derivative d/dz[i] = (i == c) - softmax(z)[i]
-# never goes through a rounded lse(z).
+# -- largest(z) and log_total(z): lse(z)'s parts as nodes ---------------------------------------
+# What log_softmax is made of (engine.log_softmax; the softmax in gradient graphs, grad.pxi):
+# log_softmax(z)[i] = (z[i] - largest) - log_total, where only these two nodes have all of z as
+# children (n + 2 nodes of O(1) children besides, not n nodes of n children each). largest is
+# held constant, a shift that log_softmax does not depend on: it passes no gradient on, and
+# log_total passes on the whole derivative of lse(z), softmax(z). That is right only where
+# they are subtracted together, as in log_softmax; nothing else makes them.
+
+cdef inline double largest_value(Children children, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t top
+    return largest_of(children, n, &top)
+
+cdef inline double log_total_value(Children children, Py_ssize_t n) noexcept nogil:
+    return shift_of(children, n).log_total
+
+
+# -- log_softmax(z)[c]: (z[c] - largest) - log_total, as one node -------------------------------
+# Made only by gradient graphs (grad.pxi, softmax_nodes), for a few logits: each node has all of
+# z as children, but its derivative d/dz[i] = (i == c) - softmax(z)[i] comes in one piece. Made
+# of largest and log_total instead, the 1 and the -softmax(z)[c] reach z[c] apart, in the sweep's
+# order: where one logit saturates the softmax they are huge and nearly cancel, and the terms
+# added between them lose their digits (a third derivative 2e-5 off, where this is exact).
 
 cdef inline double log_softmax_value(Children children, Py_ssize_t n, double c) noexcept nogil:
     return log_softmax_of(shift_of(children, n), child_data(children, <Py_ssize_t>c))
@@ -468,6 +492,10 @@ cdef inline double nary_value(unsigned char op, Children children, Py_ssize_t n,
         return logsumexp_value(children, n)
     elif op == CROSS_ENTROPY:
         return cross_entropy_value(children, n, c)
+    elif op == LARGEST:
+        return largest_value(children, n)
+    elif op == LOG_TOTAL:
+        return log_total_value(children, n)
     elif op == LOG_SOFTMAX:
         return log_softmax_value(children, n, c)
     return NAN
@@ -479,7 +507,7 @@ cdef inline void nary_backprop(unsigned char op, Children children, Py_ssize_t n
         dot_backprop(children, n, g)
     elif op == SUM:
         sum_backprop(children, n, g)
-    elif op == LOGSUMEXP:
+    elif op == LOGSUMEXP or op == LOG_TOTAL:
         logsumexp_backprop(children, n, g)
     elif op == CROSS_ENTROPY:
         cross_entropy_backprop(children, n, c, g)

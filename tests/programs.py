@@ -59,14 +59,15 @@ def flog_softmax(items, k):
 
 class Fused:
     """How each kind of operand spells the fused ops: floats, Values, upstream, torch.
-    logsumexp(items) and cross_entropy(items, a class index or one target per item) are for
-    the engines that have them."""
+    logsumexp(items), cross_entropy(items, a class index or one target per item) and
+    log_softmax(items) (a list) are for the engines that have them."""
 
-    def __init__(self, dot, sum, logsumexp=None, cross_entropy=None):
+    def __init__(self, dot, sum, logsumexp=None, cross_entropy=None, log_softmax=None):
         self.dot = dot
         self.sum = sum
         self.logsumexp = logsumexp
         self.cross_entropy = cross_entropy
+        self.log_softmax = log_softmax
 
 
 def fcross_entropy(zs, target):
@@ -78,8 +79,8 @@ def fcross_entropy(zs, target):
 
 
 FLOAT = Fused(lambda ws, xs, b: fsum([b] + [w * x for w, x in zip(ws, xs)]), fsum, flogsumexp,
-              fcross_entropy)
-OURS = Fused(engine.dot, engine.sum, engine.logsumexp, engine.cross_entropy)
+              fcross_entropy, lambda zs: [flog_softmax(zs, i) for i in range(len(zs))])
+OURS = Fused(engine.dot, engine.sum, engine.logsumexp, engine.cross_entropy, engine.log_softmax)
 BUILTIN = Fused(lambda ws, xs, b: sum((w * x for w, x in zip(ws, xs)), b), sum)
 
 
@@ -95,7 +96,8 @@ def torch_fused():
     return Fused(BUILTIN.dot, BUILTIN.sum, lambda zs: torch.logsumexp(stack(zs), 0),
                  lambda zs, t: torch.nn.functional.cross_entropy(
                      stack(zs).unsqueeze(0),
-                     torch.tensor([t]) if isinstance(t, int) else stack(t).unsqueeze(0)))
+                     torch.tensor([t]) if isinstance(t, int) else stack(t).unsqueeze(0)),
+                 lambda zs: list(torch.log_softmax(stack(zs), 0).unbind()))
 
 
 # name: (on Values, on floats). x, y are nodes, c a number. The Value side uses only what
@@ -140,6 +142,8 @@ OPS.update({
                       lambda x, y, c: fcross_entropy([x, c, y], 2)),
     "cross_entropy_targets": (lambda x, y, c, f: f.cross_entropy([x, y, c], [y, c, x]),
                               lambda x, y, c: fcross_entropy([x, y, c], [y, c, x])),
+    "log_softmax": (lambda x, y, c, f: f.log_softmax([x, c, y])[2],
+                    lambda x, y, c: flog_softmax([x, c, y], 2)),
 })
 
 

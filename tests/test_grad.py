@@ -178,13 +178,56 @@ def test_a_dominated_softmax_keeps_every_digit_of_higher_derivatives():
         u = x ** 3
         d = third_derivatives(engine.logsumexp([u, u * -1.0, u]), x)
         assert [v.data for v in d] == pytest.approx([3 * x0 ** 2, 6 * x0, 6.0], rel=1e-14)
-        d = third_derivatives(engine.cross_entropy([u, 1.0, u], 2), x)
-        assert [v.data for v in d] == [0.0, 0.0, 0.0]
         # replayed at another point, the derivative graphs give that point's numbers
-        tape = engine.compile(d[2])
+        tape = engine.compile(engine.sum(d))
         x.data = x0 + 1.0
         tape.forward()
-        assert d[2].data == 0.0
+        assert [v.data for v in d] == pytest.approx([3 * (x0 + 1) ** 2, 6 * (x0 + 1), 6.0],
+                                                    rel=1e-14)
+        x.data = x0
+        d = third_derivatives(engine.cross_entropy([u, 1.0, u], 2), x)
+        assert [v.data for v in d] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("classes", [10, 40])
+def test_cross_entropy_has_softmax_derivatives_with_any_number_of_classes(classes):
+    # up to 32 logits a gradient graph's softmax is LOG_SOFTMAX nodes, beyond that the O(n)
+    # nodes of engine.log_softmax (src/grad.pxi, softmax_nodes); by hand, for p = softmax(z):
+    # d/dz = p - onehot, d2/dz2 = diag(p) - p p^T, and d/dz[k] of the Hessian's diagonal is
+    # p_i (1 - p_i)(1 - 2 p_i) at k = i, else -p_i p_k (1 - 2 p_i)
+    z = [Value(0.37 * i - 0.011 * i * i) for i in range(classes)]
+    p = np.exp(np.array([v.data for v in z]) - max(v.data for v in z))
+    p /= p.sum()
+    gradient = engine.grad(engine.cross_entropy(z, 3), z, create_graph=True)
+    assert [g.data for g in gradient] == pytest.approx(p - np.eye(classes)[3], rel=1e-13,
+                                                        abs=1e-16)
+    hessian_rows = [engine.grad(g, z, create_graph=True) for g in gradient[:4]]
+    for i, row in enumerate(hessian_rows):
+        expected = np.diag(p)[i] - p[i] * p
+        assert [h.data for h in row] == pytest.approx(expected, rel=1e-12, abs=1e-16)
+        third = engine.grad(row[i], z)
+        expected = [p[i] * (1 - p[i]) * (1 - 2 * p[i]) if k == i else -p[i] * p[k] * (1 - 2 * p[i])
+                    for k in range(classes)]
+        assert [t.data for t in third] == pytest.approx(expected, rel=1e-11, abs=1e-16)
+
+
+def test_a_gradient_graph_of_many_classes_grows_linearly():
+    def links(classes):
+        z = [Value(0.1 * i) for i in range(classes)]
+        gradient = engine.grad(engine.cross_entropy(z, 0), z, create_graph=True)
+        step = engine.compile(engine.sum(gradient))
+        return sum(len(v._prev) for v in walk(step.root))
+    assert links(400) < 12 * links(40)
+
+
+def walk(root):
+    seen, todo = {id(root): root}, [root]
+    while todo:
+        for child in todo.pop()._prev:
+            if id(child) not in seen:
+                seen[id(child)] = child
+                todo.append(child)
+    return seen.values()
 
 
 def test_mixed_partials_by_hand():

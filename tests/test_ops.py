@@ -11,6 +11,12 @@ from micrograd_c.engine import Value
 from programs import OPS as PROGRAM_OPS
 from programs import OURS
 
+def held_max(a, b):
+    """max(a, b) held constant near the test points, which have 3 decimals: what largest(z) is
+    to the derivatives (the finite differences below move a and b by 1e-5 at most)."""
+    return max(round(a, 3), round(b, 3))
+
+
 # name: (how a node of the op is built from Values a and b, the same on floats)
 OPS = {
     "LEAF": (lambda a, b: a, lambda a, b: a),
@@ -41,6 +47,13 @@ OPS = {
     "POW_MASK": (lambda a, b: engine._gradient_op("pow_mask", a, b),
                  lambda a, b: 0.0 if a == 0 and b >= 0 else 1.0),
     "STEP": (lambda a, b: engine._gradient_op("step", a), lambda a, b: 1.0 if a > 0 else 0.0),
+    # log_softmax's parts (engine.log_softmax): largest(z) is held constant (no derivative) and
+    # log_total(z) takes logsumexp's whole derivative, so on floats their max is a number that
+    # does not move with a and b (rounded to the points' 3 decimals)
+    "LARGEST": (lambda a, b: engine._gradient_op("largest", a, b), lambda a, b: held_max(a, b)),
+    "LOG_TOTAL": (lambda a, b: engine._gradient_op("log_total", a, b),
+                  lambda a, b: math.log(math.exp(a - held_max(a, b))
+                                        + math.exp(b - held_max(a, b)))),
     "LOG_SOFTMAX": (lambda a, b: engine._gradient_op("log_softmax", a, b),
                     lambda a, b: b - math.log(math.exp(a) + math.exp(b))),
     "CROSS_ENTROPY one-hot": (
