@@ -197,8 +197,8 @@ cdef int value_cross_entropy_backprop(Value node, tuple z, const int* links, obj
 # Up to this many logits, a gradient graph's softmax is made of LOG_SOFTMAX nodes, whose
 # derivatives come centred (ops.pxi), n nodes of n children each; beyond, of log_softmax_nodes,
 # O(n) nodes and links in all, whose second derivatives can lose digits where one logit
-# saturates the softmax. A cross-entropy over 32 classes then has 1,024 links in its gradient
-# graph's softmax; over 1,000 classes 5,000 rather than 1,000,000.
+# saturates the softmax. A gradient graph's softmax over 32 logits then has ~1,060 links; over
+# 1,000 logits ~7,000 rather than 1,000,000.
 cdef enum:
     CENTERED_SOFTMAX = 32
 

@@ -277,7 +277,7 @@ cdef inline void logsumexp_backprop(Children children, Py_ssize_t n, double g) n
 # -- largest(z) and log_total(z): lse(z)'s parts as nodes ---------------------------------------
 # What log_softmax is made of (engine.log_softmax; the softmax in gradient graphs, grad.pxi):
 # log_softmax(z)[i] = (z[i] - largest) - log_total, where only these two nodes have all of z as
-# children (n + 2 nodes of O(1) children besides, not n nodes of n children each). largest is
+# children (2n + 2 nodes of one or two children besides, not n nodes of n children). largest is
 # held constant, a shift that log_softmax does not depend on: it passes no gradient on, and
 # log_total passes on the whole derivative of lse(z), softmax(z). That is right only where
 # they are subtracted together, as in log_softmax; nothing else makes them.
