@@ -169,15 +169,17 @@ def test_gradients_follow_torch(case):
                    and c < 1 and math.isfinite(c) and c != math.floor(c)
                    for op, i, _, c in program))
 
-    # cross-entropy with a logit of +inf is logsumexp(z) - z[c] here, as engine.logsumexp
-    # (torch's too) gives it, with softmax's limits as its gradient; torch's log_softmax
-    # subtracts inf from inf and gives NaN throughout (README)
-    assume(not any(op.startswith("cross_entropy") and math.inf in (nodes[i].data, nodes[j].data, c)
+    # cross-entropy and log_softmax with a logit of +inf are logsumexp(z) - z[c] here, as
+    # engine.logsumexp (torch's too) gives it, with softmax's limits as their gradient; torch's
+    # log_softmax subtracts inf from inf and gives NaN throughout (README)
+    def softmax_op(op):
+        return op.startswith("cross_entropy") or op == "log_softmax"
+    assume(not any(softmax_op(op) and math.inf in (nodes[i].data, nodes[j].data, c)
                    for op, i, j, c in program))
-    # an infinite gradient arriving at a cross-entropy is multiplied into each logit's local
-    # derivative, p - 1 at the class (the limit, +-inf); torch's log-softmax backward takes
-    # g - p * sum(g) there instead: inf - inf, NaN (README)
-    assume(not any(op.startswith("cross_entropy") and not math.isfinite(made[k].grad)
+    # an infinite gradient arriving at a cross-entropy or log_softmax is multiplied into each
+    # logit's local derivative (p - 1 at the class: the limit, +-inf); torch's log-softmax
+    # backward takes g - p * sum(g) there instead: inf - inf, NaN (README)
+    assume(not any(softmax_op(op) and not math.isfinite(made[k].grad)
                    for k, (op, _, _, _) in enumerate(program)))
 
     def tensor(x):
