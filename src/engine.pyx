@@ -12,10 +12,11 @@ backward() seeds the root with 1 and grads accumulate). Its nodes, op dispatch a
 sweep are C; see micrograd_c/engine.pxd for the node layout and src/ops.pxi for the ops.
 
 Beyond upstream: fused ops of many children, each one node (dot, sum, logsumexp,
-cross_entropy; log_softmax, two shared nodes and three per item), and layer(neurons, inputs), a layer of micrograd_c.nn's neurons in one call;
-compile(root), a graph recorded once and replayed from its leaves' current data;
-grad(outputs, inputs, create_graph=False), gradients as Values, to differentiate again; bulk
-operations on lists of Values (copy_to_array, copy_from_array, zero_grads, descend).
+cross_entropy; log_softmax, two shared nodes and three per item), and layer(neurons, inputs),
+a layer of micrograd_c.nn's neurons in one call; compile(root), a graph recorded once and
+replayed from its leaves' current data; grad(outputs, inputs, create_graph=False), gradients
+as Values, to differentiate again; bulk operations on lists of Values (copy_to_array,
+copy_from_array, zero_grads, descend).
 """
 
 cimport cython
