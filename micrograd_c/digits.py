@@ -50,7 +50,8 @@ def make_model(seed=0, sizes=(64, 32, 10)):
 
 class Batch:
     """One mini-batch's graph, built once: inputs and one-hot labels are leaf Values, set in
-    place for each batch; `step` replays it (engine.compile). `loss(logits, labels)` is the
+    place for each batch; `step` replays it (engine.compile), setting the grads of the model's
+    parameters only (the inputs' and labels' are not computed). `loss(logits, labels)` is the
     batch's loss, softmax cross-entropy by default."""
 
     def __init__(self, model, size, loss=cross_entropy):
@@ -60,7 +61,7 @@ class Batch:
         self.labels = [[Value(0.0) for _ in range(CLASSES)] for _ in range(size)]
         self.logits = [model(x) for x in self.inputs]
         self.loss = loss(self.logits, self.labels)
-        self.step = engine.compile(self.loss)
+        self.step = engine.compile(self.loss, inputs=model.parameters())
         self._inputs = [v for row in self.inputs for v in row]
         self._labels = [v for row in self.labels for v in row]
         import numpy as np

@@ -167,17 +167,26 @@ class Replay:
         """For tests: [(weights, inputs)] of each block found, whether it reads and writes them
         in place (see place_leaves) rather than gathered."""
         ...
+    @property
+    def _input_grads(self) -> list[bool]:
+        """For tests: [whether it computes its inputs' grads] for each block found."""
+        ...
+    @property
+    def _left_alone(self) -> list[Value]:
+        """For tests: the Values whose grads backward() leaves as they are, in tape order."""
+        ...
     def forward(self) -> float:
         """Recompute every node from the leaves' current data; returns the root's data."""
         ...
     def backward(self) -> None:
         """Set every node's grad as backward() on a freshly built graph would: the root's to 1,
         interior nodes' from zero, and leaves' accumulated into what they hold (zero them first,
-        as upstream). Uses the values of the last forward() (or of the graph as built)."""
+        as upstream), but for leaves not among compile()'s inputs, whose grads stay as they are.
+        Uses the values of the last forward() (or of the graph as built)."""
         ...
     def __len__(self) -> int: ...
 
-def compile(root: Value) -> Replay:
+def compile(root: Value, *, inputs: Union[Value, Iterable[Value], None] = None) -> Replay:
     """Record the graph below `root` for replay: returns a Replay, see help(Replay)."""
     ...
 

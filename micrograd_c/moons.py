@@ -116,14 +116,15 @@ def replayed_sgd_step(model, X, y, l2_by_neuron=False):
 
     Returns step(k, steps=100) -> (loss, accuracy), the same numbers as sgd_step's, bit for bit.
     Every step uses every point, so the graph's structure never changes: engine.compile records
-    it once, and each step recomputes it from the parameters' current data. The update is
+    it once, and each step recomputes it from the parameters' current data, and the grads of
+    the parameters alone (compile's inputs: not those of the points' constants). The update is
     micrograd_c.optim.SGD's, as a user of replay would write it (sgd_update's numbers, in bulk),
     and so is the accuracy: accuracy()'s count, on the scores' data copied out in bulk
     (engine.copy_to_array; the loop over 100 Values took an eighth of a replayed step).
     """
     from micrograd_c.optim import SGD
     total_loss, scores = loss_and_scores(model, X, y, engine.Value, engine.sum, l2_by_neuron)
-    replay = engine.compile(total_loss)
+    replay = engine.compile(total_loss, inputs=model.parameters())
     optimizer = SGD(model.parameters(), lr=learning_rate(0))
     positive = np.array(y) > 0
     data = np.empty(len(scores))

@@ -27,8 +27,8 @@ def grad(outputs, inputs, grad_outputs=None, bint create_graph=False):
     the sign of a zero), and like backward() they never raise: where a derivative is infinite
     (d/dx sqrt(x) at 0) they are inf.
     """
-    cdef tuple outs = values_of(outputs, "outputs")
-    cdef tuple ins = values_of(inputs, "inputs")
+    cdef tuple outs = values_of(outputs, "grad()", "outputs")
+    cdef tuple ins = values_of(inputs, "grad()", "inputs")
     cdef Py_ssize_t i, count = len(outs)
     if not outs:
         raise ValueError("grad() needs at least one output")
@@ -52,7 +52,8 @@ def grad(outputs, inputs, grad_outputs=None, bint create_graph=False):
         PyMem_Free(roots)
 
 
-cdef tuple values_of(object x, str what):
+cdef tuple values_of(object x, str function, str what):
+    # x, a Value or Values, as a tuple; `function`'s argument `what`, for the errors
     cdef tuple items
     if isinstance(x, Value):
         items = (x,)
@@ -60,11 +61,11 @@ cdef tuple values_of(object x, str what):
         try:
             items = tuple(x)
         except TypeError:
-            raise TypeError(f"grad() {what} must be a Value or Values, not "
+            raise TypeError(f"{function} {what} must be a Value or Values, not "
                             f"'{type(x).__name__}'") from None
     for item in items:
         if not isinstance(item, Value):
-            raise TypeError(f"grad() {what} must be Values, not '{type(item).__name__}'")
+            raise TypeError(f"{function} {what} must be Values, not '{type(item).__name__}'")
         check_made(<Value>item)
     return items
 

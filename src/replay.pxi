@@ -12,10 +12,14 @@
 # GROUPED for nodes in a group of identical ones (same op, constant and children, as the
 # four s ** -1 of a softmax written x / s): a group's value and local derivatives are computed
 # once. Such a node has one link more, after its children: its group's index. IN_LAYER for the
-# nodes of a layer (see group_layers): its dot nodes, and the nodes between them.
+# nodes of a layer (see group_layers): its dot nodes, and the nodes between them. A node
+# without children (LEAF, or CUSTOM for a constant) is never grouped: there the bit means
+# LEFT_ALONE, a leaf not among compile()'s inputs, whose Value's grad backward() neither reads
+# nor writes (see leave_alone).
 cdef enum:
     IEEE_NODE = 0x80
     GROUPED = 0x40
+    LEFT_ALONE = 0x40
     IN_LAYER = 0x20
     OP_BITS = 0x1f
 
@@ -44,6 +48,8 @@ cdef struct Layer:
     unsigned char bias                  # the members have a Value bias, child 2m
     unsigned char in_place              # on a block's first layer: which of WEIGHTS_IN_PLACE,
                                         # INPUTS_IN_PLACE its rows are (see place_leaves)
+    unsigned char input_grads           # on a block's first layer: 0 if every input is a leaf
+                                        # LEFT_ALONE, whose grads the block need not compute
     # Layers with the same weights (one per example of a batch) form a block, computed
     # together at its first layer (see group_blocks): block_layers[block:block + examples]
     # are its layers' indices, the first first. examples is 1 for a layer in no block (block
@@ -70,6 +76,10 @@ cdef class Replay:
     forward() returns the root's new value. Leaves (Values without children) are read at each
     forward(): set their data in place to replay on new inputs. What the graph's structure holds
     is fixed: numbers folded into ops, and every decision the Python code took while building.
+
+    compile(loss, inputs=model.parameters()) names the leaves whose grads backward() sets (as
+    torch's backward(inputs=...)): the grads of the other leaves (a batch's images, say) are
+    left as they are, and the work that only they need is skipped.
     """
     cdef readonly Value root
     cdef Py_ssize_t size                # nodes, in backward()'s topological order
@@ -202,6 +212,20 @@ cdef class Replay:
                  bool(self.layers[i].in_place & INPUTS_IN_PLACE))
                 for i in range(self.n_layers) if self.layers[i].examples > 1]
 
+    @property
+    def _input_grads(self):
+        """For tests: [whether it computes its inputs' grads] for each block found."""
+        self.check_recorded()
+        return [bool(self.layers[i].input_grads)
+                for i in range(self.n_layers) if self.layers[i].examples > 1]
+
+    @property
+    def _left_alone(self):
+        """For tests: the Values whose grads backward() leaves as they are, in tape order."""
+        self.check_recorded()
+        return [<object>self.nodes[i] for i in range(self.n_plain)
+                if self.ops[i] & LEFT_ALONE]
+
     cdef Py_ssize_t n_grouped(self):
         cdef Py_ssize_t i, n = 0
         for i in range(self.size):
@@ -310,7 +334,7 @@ cdef class Replay:
         # node i raised in forward(): every Value as it was, and the error raised
         self.undo_forward(i)
         if self.by_depth:                   # raise at the node backward()'s order meets first
-            compile_tape(self.root, False, False).forward()
+            compile_tape(self.root, False, False, None).forward()
         raise_op_error(error, self.where(i))
 
     cdef void write_data(self, const Layer* layer, const double* new) noexcept:
@@ -322,7 +346,8 @@ cdef class Replay:
     def backward(self):
         """Set every node's grad as backward() on a freshly built graph would: the root's to 1,
         interior nodes' from zero, and leaves' accumulated into what they hold (zero them first,
-        as upstream). Uses the values of the last forward() (or of the graph as built)."""
+        as upstream), but for leaves not among compile()'s inputs, whose grads stay as they are.
+        Uses the values of the last forward() (or of the graph as built)."""
         self.check_recorded()
         cdef Py_ssize_t i
         cdef double* grads = self.grads         # locals: the stores below might alias fields
@@ -396,7 +421,8 @@ cdef class Replay:
                     self.unary_backward(ops[end] & OP_BITS, end, start, write_back)
         if write_back:                          # the nodes without children: nothing to send
             for i in range(self.n_plain):
-                (<Value>nodes[i]).grad = grads[i]
+                if not ops[i] & LEFT_ALONE:
+                    (<Value>nodes[i]).grad = grads[i]
 
     cdef void sweep_layer(self, int k) noexcept:
         # the sweep over layer k (a block's, at its first layer): the nodes between its dots,
@@ -438,34 +464,48 @@ cdef class Replay:
         return f" (replaying node {i:,} of {self.size:,}, op {(<Value>self.nodes[i])._op!r})"
 
 
-def compile(root):
+def compile(root, *, inputs=None):
     """Record the graph below `root` for replay: returns a Replay, see help(Replay).
 
     The graph is built once the usual way; the Replay keeps it alive and runs its forward and
     backward again in C, giving the data and grads that rebuilding it from the leaves' current
     data would give, bit for bit. What Python decided while building is baked in, as in
     torch.jit.trace: numbers folded into ops, a branch on `x.data > 0`, a max over data.
+
+    inputs (a Value or Values, default every leaf) are the leaves whose grads backward()
+    accumulates, as torch's backward(inputs=...): name a model's parameters, and the grads of
+    the other leaves (the images of a batch, say) stay as they are, while the work only they
+    need is skipped. Every other node's grad, and every named leaf's, is what it would be
+    without inputs. Values not in the graph are ignored, as backward() would leave them.
     """
-    return compile_tape(root, True, True)
+    return compile_tape(root, True, True, inputs)
 
 
-def _compile_without_layers(root):
+def _compile_without_layers(root, *, inputs=None):
     """For tests and measurements: compile(root), but with no layers (see group_layers) and in
     backward()'s order (see by_depth)."""
-    return compile_tape(root, False, False)
+    return compile_tape(root, False, False, inputs)
 
 
-def _compile_in_backward_order(root):
+def _compile_in_backward_order(root, *, inputs=None):
     """For tests: compile(root), with layers and blocks, but in backward()'s order."""
-    return compile_tape(root, True, False)
+    return compile_tape(root, True, False, inputs)
 
 
-cdef Replay compile_tape(object root, bint layers, bint reorder):
+cdef Replay compile_tape(object root, bint layers, bint reorder, object inputs):
     if not isinstance(root, Value):
         raise TypeError(f"compile() needs a Value, not '{type(root).__name__}'")
     check_made(root)
+    cdef tuple wanted = () if inputs is None else values_of(inputs, "compile()", "inputs")
     cdef PyObject* start = <PyObject*>root
-    cdef Replay tape = record(&start, 1, (), NULL, reorder)
+    cdef int* positions = <int*>allocate(len(wanted) * sizeof(int))
+    cdef Replay tape
+    try:
+        tape = record(&start, 1, wanted, positions, reorder)
+        if inputs is not None:
+            leave_alone(tape, positions, len(wanted))
+    finally:
+        PyMem_Free(positions)
     tape.root = root
     group_duplicates(tape)
     if layers:
@@ -552,6 +592,31 @@ cdef Replay record(PyObject** roots, Py_ssize_t count, tuple wanted, int* positi
         node.visit = NOT_SEEN
     release_storage(&order)
     return tape
+
+
+cdef void leave_alone(Replay tape, const int* positions, Py_ssize_t count) noexcept:
+    # Marks LEFT_ALONE every node without children but those at positions[] (compile()'s inputs;
+    # -1 for one not in the graph, past n_plain for one with children: backward() sets those
+    # anyway). A leaf so marked is not read in: its grad on the tape starts from zero, as a
+    # constant's, and is never written to its Value.
+    cdef Py_ssize_t i
+    for i in range(tape.n_plain):
+        tape.ops[i] |= LEFT_ALONE
+    for i in range(count):
+        if 0 <= positions[i] < tape.n_plain:
+            tape.ops[positions[i]] &= ~LEFT_ALONE
+    find_leaves(tape)
+
+
+cdef void find_leaves(Replay tape) noexcept:
+    # tape.leaves: the positions of the leaves whose grads backward() reads in (LEAF, not
+    # LEFT_ALONE), in tape order; as many as record() counted, or fewer
+    cdef Py_ssize_t i, k = 0
+    for i in range(tape.n_plain):
+        if tape.ops[i] == LEAF:
+            tape.leaves[k] = <int>i
+            k += 1
+    tape.n_leaves = k
 
 
 cdef Py_ssize_t leaves_first(PtrStack* order) except -1:
@@ -852,6 +917,7 @@ cdef void group_layers(Replay tape) noexcept:
         layer.examples = 1
         layer.block = -1
         layer.in_place = 0
+        layer.input_grads = 1
         layer.members = sort_layer_nodes(tape, nodes + used, k - used)
         layer.between = <int>(k - used) - layer.members
         if layer.members >= 2 and layer_valid(tape, layer, nodes, marks):
@@ -1288,15 +1354,20 @@ cdef extern from *:
        (inputs x + m, their grads gx + m, its dots' grads g[4..7]) before the earlier (x, gx,
        g[0..3]) and neuron 3 before neuron 0 (rows of w and gw, m apart): for k from 3 to 0,
        gw[k][i] += x1[i] g1[k], then += x0[i] g0[k]; gx1[i] += w[k][i] g1[k], gx0[i] likewise.
-       Vectors hold terms i, i + 1: every operation is elementwise over i. */
-    #define MICROGRAD_C_TERM(k)                                                         \
+       Vectors hold terms i, i + 1: every operation is elementwise over i. Without gx (NULL:
+       the inputs' grads are not wanted), the weights' grads alone, the same bits. */
+    #define MICROGRAD_C_WEIGHT_TERM(k)                                                  \
         t = gw[k * m + i] + x[m + i] * g[4 + k];                                        \
-        gw[k * m + i] = t + x[i] * g[k];                                                \
+        gw[k * m + i] = t + x[i] * g[k];
+    #define MICROGRAD_C_TERM(k)                                                         \
+        MICROGRAD_C_WEIGHT_TERM(k)                                                      \
         h1 += w[k * m + i] * g[4 + k];                                                  \
         h0 += w[k * m + i] * g[k];
-    #define MICROGRAD_C_TERMS(k)                                                        \
+    #define MICROGRAD_C_WEIGHT_TERMS(k)                                                 \
         u = MICROGRAD_C_ADD(MICROGRAD_C_LOAD(gw + k * m + i), MICROGRAD_C_MUL(x1, g1_##k)); \
-        MICROGRAD_C_STORE(gw + k * m + i, MICROGRAD_C_ADD(u, MICROGRAD_C_MUL(x0, g0_##k))); \
+        MICROGRAD_C_STORE(gw + k * m + i, MICROGRAD_C_ADD(u, MICROGRAD_C_MUL(x0, g0_##k)));
+    #define MICROGRAD_C_TERMS(k)                                                        \
+        MICROGRAD_C_WEIGHT_TERMS(k)                                                     \
         v = MICROGRAD_C_LOAD(w + k * m + i);                                            \
         v1 = MICROGRAD_C_ADD(v1, MICROGRAD_C_MUL(v, g1_##k));                           \
         v0 = MICROGRAD_C_ADD(v0, MICROGRAD_C_MUL(v, g0_##k));
@@ -1329,16 +1400,41 @@ cdef extern from *:
             gx[m + i] = h1;
         }
     }
+    static void micrograd_c_two_by_four_weights(int m, double* gw, const double* x,
+                                                const double* g)
+    {
+        int i = 0;
+        double t;
+    #if MICROGRAD_C_VECTOR
+        micrograd_c_pair g0_0 = MICROGRAD_C_SPLAT(g[0]), g0_1 = MICROGRAD_C_SPLAT(g[1]),
+                         g0_2 = MICROGRAD_C_SPLAT(g[2]), g0_3 = MICROGRAD_C_SPLAT(g[3]),
+                         g1_0 = MICROGRAD_C_SPLAT(g[4]), g1_1 = MICROGRAD_C_SPLAT(g[5]),
+                         g1_2 = MICROGRAD_C_SPLAT(g[6]), g1_3 = MICROGRAD_C_SPLAT(g[7]),
+                         x0, x1, u;
+        for (; i + 2 <= m; i += 2) {
+            x0 = MICROGRAD_C_LOAD(x + i);
+            x1 = MICROGRAD_C_LOAD(x + m + i);
+            MICROGRAD_C_WEIGHT_TERMS(3) MICROGRAD_C_WEIGHT_TERMS(2)
+            MICROGRAD_C_WEIGHT_TERMS(1) MICROGRAD_C_WEIGHT_TERMS(0)
+        }
+    #endif
+        for (; i < m; i++) {
+            MICROGRAD_C_WEIGHT_TERM(3) MICROGRAD_C_WEIGHT_TERM(2)
+            MICROGRAD_C_WEIGHT_TERM(1) MICROGRAD_C_WEIGHT_TERM(0)
+        }
+    }
 
-    /* The same two kernels on four doubles side by side (AVX), compiled for x86-64 CPUs that
+    /* The same kernels on four doubles side by side (AVX), compiled for x86-64 CPUs that
        have it whatever the build's target, and chosen when the CPU running them has it
        (micrograd_c_kernels). Each lane as above: the same bits. */
     #if MICROGRAD_C_VECTOR && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     #include <immintrin.h>
     #define MICROGRAD_C_AVX 1
-    #define MICROGRAD_C_WIDE_TERMS(k)                                                   \
+    #define MICROGRAD_C_WIDE_WEIGHT_TERMS(k)                                            \
         u = _mm256_add_pd(_mm256_loadu_pd(gw + k * m + i), _mm256_mul_pd(x1, g1_##k));   \
-        _mm256_storeu_pd(gw + k * m + i, _mm256_add_pd(u, _mm256_mul_pd(x0, g0_##k)));   \
+        _mm256_storeu_pd(gw + k * m + i, _mm256_add_pd(u, _mm256_mul_pd(x0, g0_##k)));
+    #define MICROGRAD_C_WIDE_TERMS(k)                                                   \
+        MICROGRAD_C_WIDE_WEIGHT_TERMS(k)                                                \
         v = _mm256_loadu_pd(w + k * m + i);                                             \
         v1 = _mm256_add_pd(v1, _mm256_mul_pd(v, g1_##k));                               \
         v0 = _mm256_add_pd(v0, _mm256_mul_pd(v, g0_##k));
@@ -1420,6 +1516,27 @@ cdef extern from *:
             gx[m + i] = h1;
         }
     }
+    __attribute__((target("avx")))
+    static void micrograd_c_two_by_four_weights_avx(int m, double* gw, const double* x,
+                                                    const double* g)
+    {
+        int i = 0;
+        double t;
+        __m256d g0_0 = _mm256_set1_pd(g[0]), g0_1 = _mm256_set1_pd(g[1]),
+                g0_2 = _mm256_set1_pd(g[2]), g0_3 = _mm256_set1_pd(g[3]),
+                g1_0 = _mm256_set1_pd(g[4]), g1_1 = _mm256_set1_pd(g[5]),
+                g1_2 = _mm256_set1_pd(g[6]), g1_3 = _mm256_set1_pd(g[7]), x0, x1, u;
+        for (; i + 4 <= m; i += 4) {
+            x0 = _mm256_loadu_pd(x + i);
+            x1 = _mm256_loadu_pd(x + m + i);
+            MICROGRAD_C_WIDE_WEIGHT_TERMS(3) MICROGRAD_C_WIDE_WEIGHT_TERMS(2)
+            MICROGRAD_C_WIDE_WEIGHT_TERMS(1) MICROGRAD_C_WIDE_WEIGHT_TERMS(0)
+        }
+        for (; i < m; i++) {
+            MICROGRAD_C_WEIGHT_TERM(3) MICROGRAD_C_WEIGHT_TERM(2)
+            MICROGRAD_C_WEIGHT_TERM(1) MICROGRAD_C_WEIGHT_TERM(0)
+        }
+    }
     #else
     #define MICROGRAD_C_AVX 0
     #endif
@@ -1463,11 +1580,17 @@ cdef extern from *:
     {
     #if MICROGRAD_C_AVX
         if (micrograd_c_kernels == 2) {
-            micrograd_c_two_by_four_backward_avx(m, w, gw, x, gx, g);
+            if (gx)
+                micrograd_c_two_by_four_backward_avx(m, w, gw, x, gx, g);
+            else
+                micrograd_c_two_by_four_weights_avx(m, gw, x, g);
             return;
         }
     #endif
-        micrograd_c_two_by_four_backward(m, w, gw, x, gx, g);
+        if (gx)
+            micrograd_c_two_by_four_backward(m, w, gw, x, gx, g);
+        else
+            micrograd_c_two_by_four_weights(m, gw, x, g);
     }
     """
     bint VECTOR_KERNELS "MICROGRAD_C_VECTOR"
@@ -1717,11 +1840,7 @@ cdef void place_leaves(Replay tape) noexcept:
             for k in range(tape.first[i], tape.first[i + 1] - (tape.ops[i] & GROUPED != 0)):
                 if tape.links[k] < n:
                     tape.links[k] = place[tape.links[k]]
-        k = 0
-        for i in range(n):
-            if tape.ops[i] == LEAF:
-                tape.leaves[k] = <int>i
-                k += 1
+        find_leaves(tape)
     PyMem_Free(place)
     PyMem_Free(nodes)
     PyMem_Free(numbers)
@@ -1729,6 +1848,7 @@ cdef void place_leaves(Replay tape) noexcept:
     for a in range(tape.n_layers):
         if tape.layers[a].examples > 1:
             tape.layers[a].in_place = rows_in_place(tape, &tape.layers[a])
+            tape.layers[a].input_grads = not inputs_left_alone(tape, &tape.layers[a])
 
 
 cdef inline Py_ssize_t place_leaf(int* place, int leaf, Py_ssize_t n, Py_ssize_t placed) noexcept:
@@ -1755,6 +1875,18 @@ cdef unsigned char rows_in_place(Replay tape, const Layer* first) noexcept:
             if w[i] != x0 + e * m + i:
                 found &= ~INPUTS_IN_PLACE
     return found
+
+
+cdef bint inputs_left_alone(Replay tape, const Layer* first) noexcept:
+    # every input of the block's examples a leaf whose grad backward() does not write
+    cdef Py_ssize_t m = first.m, e, i
+    cdef const int* x
+    for e in range(first.examples):
+        x = dot_links(tape, block_layer(tape, first, e), 0) + m
+        for i in range(m):
+            if x[i] >= tape.n_plain or not tape.ops[x[i]] & LEFT_ALONE:
+                return False
+    return True
 
 
 cdef void gather(double* out, const double* source, const int* index, int n) noexcept nogil:
@@ -1836,6 +1968,7 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     # gathered. The last N % 4 neurons go through the kernel as four, in rows of their own (TW,
     # TGW): the others' weights -0.0 and grads +0.0, so that each adds -0.0 * +0.0 = -0.0 to an
     # input's grad, which leaves every grad as it is (-0.0 too); their weights' grads dropped.
+    # Where no input's grad is wanted (input_grads 0), the weights' and biases' grads alone.
     cdef int E = first.examples, N = first.members, m = first.m, P = E - E % 2, T = N - N % 4
     cdef int e, n, i, k
     cdef const int* d0
@@ -1846,6 +1979,7 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     cdef double* GW = W + N * m         # inputs and theirs (those gathered), the last neurons'
     cdef double* X = GW + N * m         # rows, each neuron's bias sum
     cdef double* GX
+    cdef double* gx
     cdef double* TW
     cdef double* TGW
     cdef double* S
@@ -1869,7 +2003,9 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
     else:
         for e in range(P):
             gather(X + e * m, values, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
-            gather(GX + e * m, grads, dot_links(tape, block_layer(tape, first, e), 0) + m, m)
+            if first.input_grads:
+                gather(GX + e * m, grads, dot_links(tape, block_layer(tape, first, e), 0) + m,
+                       m)
     TGW = TW + 4 * m
     S = TGW + 4 * m
     if T < N:
@@ -1894,16 +2030,17 @@ cdef void block_backward(Replay tape, const Layer* first) noexcept nogil:
                 g[4 + k] = grads[d1[n + k]] if n + k < N else 0.0
                 if first.bias and n + k < N:
                     S[n + k] = S[n + k] + g[4 + k] + g[k]
+            gx = GX + e * m if first.input_grads else NULL
             if n == T:
-                pair_backward(m, TW, TGW, X + e * m, GX + e * m, g)
+                pair_backward(m, TW, TGW, X + e * m, gx, g)
             else:
-                pair_backward(m, W + n * m, GW + n * m, X + e * m, GX + e * m, g)
+                pair_backward(m, W + n * m, GW + n * m, X + e * m, gx, g)
     if T < N:
         memcpy(GW + T * m, TGW, (N - T) * m * sizeof(double))
     if not first.in_place & WEIGHTS_IN_PLACE:
         for n in range(N):
             scatter(grads, dot_links(tape, first, n), GW + n * m, m)
-    if not first.in_place & INPUTS_IN_PLACE:
+    if first.input_grads and not first.in_place & INPUTS_IN_PLACE:
         for e in range(P):
             scatter(grads, dot_links(tape, block_layer(tape, first, e), 0) + m, GX + e * m, m)
     if first.bias:
@@ -1915,7 +2052,7 @@ cdef inline void pair_backward(int m, const double* w, double* gw, const double*
                                const double* g) noexcept nogil:
     # two_by_four_backward (the kernel), or its arithmetic with each product by times_grad
     # where a grad is so small that the hardware's products would be subnormal (slow): the same
-    # bits either way
+    # bits either way. gx NULL: the weights' grads alone.
     cdef int i, k
     for k in range(8):
         if tiny(g[k]):
@@ -1927,5 +2064,6 @@ cdef inline void pair_backward(int m, const double* w, double* gw, const double*
         for k in range(3, -1, -1):
             gw[k * m + i] = gw[k * m + i] + times_grad(x[m + i], g[4 + k]) + \
                 times_grad(x[i], g[k])
-            gx[m + i] += times_grad(w[k * m + i], g[4 + k])
-            gx[i] += times_grad(w[k * m + i], g[k])
+            if gx != NULL:
+                gx[m + i] += times_grad(w[k * m + i], g[4 + k])
+                gx[i] += times_grad(w[k * m + i], g[k])

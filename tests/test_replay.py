@@ -47,13 +47,23 @@ def state(nodes):
     return [(bits(n.data), bits(n.grad)) for n in nodes]
 
 
-def replay_matches_rebuilding(root, rebuilt_root):
+def replay_matches_rebuilding(root, rebuilt_root, kept=None):
+    """kept: {id(leaf): grad} for the leaves a replay compiled with inputs leaves alone: their
+    grads must be what they were, every other grad the rebuilt graph's."""
     ours, theirs = walk(root), walk(rebuilt_root)
     assert len(ours) == len(theirs)
     for k, (a, b) in enumerate(zip(ours, theirs)):
         assert a._op == b._op, k
         assert bits(a.data) == bits(b.data), (k, a._op, a.data, b.data)
-        assert bits(a.grad) == bits(b.grad), (k, a._op, a.grad, b.grad)
+        expected = kept[id(a)] if kept is not None and id(a) in kept else b.grad
+        assert bits(a.grad) == bits(expected), (k, a._op, a.grad, expected)
+
+
+def left_alone(root, named):
+    """{id(leaf): its grad now} for the leaves below root that compile(root, inputs=named)
+    leaves alone: those not named (constants that dot() made from numbers among them)."""
+    named = {id(v) for v in named}
+    return {id(v): v.grad for v in walk(root) if not v._children and id(v) not in named}
 
 
 def replays_as_rebuilt(step, root, rebuilt):
@@ -93,6 +103,61 @@ def test_replay_gives_the_bits_of_a_rebuilt_graph(case, new_leaves, twice):
         return
     replays_as_rebuilt(step, root, rebuilt)
 
+
+
+@fuzz
+@given(programs(OPS, numbers), st.lists(numbers, min_size=4, max_size=4),
+       st.lists(st.booleans(), min_size=4, max_size=4), st.booleans())
+def test_replay_with_inputs_sets_their_grads_and_leaves_the_other_leaves_alone(
+        case, new_leaves, named, reorder):
+    # The oracle: a graph rebuilt from the new data and back-propagated; a leaf not among the
+    # inputs keeps the grad it had (a number not a grad can be mistaken for), every other
+    # node gets the rebuilt graph's
+    leaves, program = case
+    try:
+        nodes, root = run(leaves, program, Value, OURS)
+    except BUILD_ERRORS:
+        assume(False)
+    inputs = [leaf for leaf, chosen in zip(nodes, named) if chosen]
+    compile = engine.compile if reorder else engine._compile_without_layers
+    step = compile(root, inputs=inputs)
+    new_leaves = new_leaves[:len(leaves)]
+    try:
+        _, rebuilt = run(new_leaves, program, Value, OURS)
+    except BUILD_ERRORS:
+        assume(False)
+    for leaf, x in zip(nodes, new_leaves):
+        leaf.data = x
+    for v in walk(root):
+        v.grad = 0.0 if v._children or id(v) in {id(x) for x in inputs} else 0.375
+    kept = left_alone(root, inputs)
+    assert bits(step.forward()) == bits(rebuilt.data)
+    step.backward()
+    rebuilt.backward()
+    replay_matches_rebuilding(root, rebuilt, kept)
+
+
+def test_compiles_inputs_arguments():
+    x, y = Value(2.0), Value(3.0)
+    z = x * y + 1.0
+    for inputs, named in [(x, [x]), ([x], [x]), ((v for v in [y]), [y]), ([], []),
+                          ([x, x, z, Value(5.0)], [x])]:    # twice, interior, not in the graph
+        x.grad = y.grad = 0.5
+        step = engine.compile(z, inputs=inputs)
+        step.forward()
+        step.backward()
+        assert z.grad == 1.0
+        assert x.grad == (3.5 if x in named else 0.5)
+        assert y.grad == (2.5 if y in named else 0.5)
+        assert set(map(id, step._left_alone)) == {id(v) for v in (x, y) if v not in named}
+    with pytest.raises(TypeError, match="compile\\(\\) inputs must be a Value or Values, not 'int'"):
+        engine.compile(z, inputs=3)
+    with pytest.raises(TypeError, match="compile\\(\\) inputs must be Values, not 'float'"):
+        engine.compile(z, inputs=[x, 2.0])
+    with pytest.raises(ValueError):
+        engine.compile(z, inputs=[Value.__new__(Value)])
+    with pytest.raises(TypeError):
+        engine.compile(z, [x])                      # keyword only
 
 
 def test_the_root_stays_last_above_what_only_a_hand_made_node_reaches():
@@ -314,6 +379,7 @@ def test_dropping_a_replay_returns_every_byte():
         step = engine.compile(engine.sum([y, y * 2]))
         step.forward()
         step.backward()
+        engine.compile(y, inputs=[x]).backward()
     grown = traced_growth(work, 5)
     assert grown < 16_000, grown
 
@@ -528,6 +594,30 @@ def test_blocks_replay_the_bits_of_a_rebuilt_graph(case):
                 step.backward()
                 rebuilt.backward()
                 replay_matches_rebuilding(root, rebuilt)
+
+
+@fuzz
+@given(batch_graphs())
+def test_blocks_with_inputs_named_replay_the_bits_of_a_rebuilt_graph(case):
+    # compile(root, inputs=the weights and biases): a block whose inputs are all leaves left
+    # alone computes its weights' grads alone, which must be the same bits
+    pool, shape, new = case
+    m, n_dots, n_examples, _, _, flaw, _, made = shape
+    for kernels in engine._kernel_sets():
+        with block_kernels(kernels):
+            leaves, root = build_batch_graph(pool, shape)
+            parameters = leaves[:n_dots * (m + 1)]
+            step = engine.compile(root, inputs=parameters)
+            if n_examples > 1 and n_dots > 1 and flaw is None:
+                assert step._input_grads == [made == "inputs"]  # made: nodes, whose grads count
+            for leaf, x in zip(leaves, new):
+                leaf.data, leaf.grad = x, 0.0 if leaf in parameters else -2.5
+            kept = left_alone(root, parameters)
+            _, rebuilt = build_batch_graph(new, shape)
+            assert bits(step.forward()) == bits(rebuilt.data)
+            step.backward()
+            rebuilt.backward()
+            replay_matches_rebuilding(root, rebuilt, kept)
 
 
 @pytest.mark.parametrize("neurons", [1, 5, 6, 7, 10])
