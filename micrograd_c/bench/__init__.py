@@ -41,7 +41,9 @@ Workloads
 Engines: micrograd_c (micrograd_c.nn, fused neurons), micrograd_c-unfused (upstream's nn.py on
 micrograd_c's Value: run where an nn is used), micrograd_c-replay (micrograd_c with the graph
 built and compiled once by engine.compile; a run replays it, updates with optim.SGD and, on
-train_step and wide_mlp, counts the accuracy on the scores copied out with copy_to_array: on
+train_step and wide_mlp, counts the accuracy on the scores copied out with copy_to_array; the
+MLPs' graphs compiled with inputs=the parameters, whose grads alone a training step needs, as
+numpy's and torch's steps compute no input's grad; fastest_autograd's with every leaf's: on
 train_step, wide_mlp, fastest_autograd, digits_epoch), micrograd (upstream), micrograd-nogc
 (upstream with the cyclic GC off), torch (0-d float64 tensors, on upstream's nn.py for the MLPs:
 the same scalar graph), floats (plain Python floats, forward only: the floor of any engine whose

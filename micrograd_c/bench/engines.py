@@ -205,7 +205,8 @@ def builtin_engines():
             "micrograd_c-replay", micrograd_c.engine.Value, micrograd_c.nn.MLP,
             sum_values=micrograd_c.engine.sum, replays=True, only_on=REPLAYED,
             note=f"micrograd_c, each graph built and compiled once, a run replays it "
-                 f"(forward() and backward()); on {', '.join(REPLAYED)}", **ours),
+                 f"(forward() and backward()); on {', '.join(REPLAYED)}; the MLPs' graphs "
+                 f"compiled with inputs=the parameters (the only grads a step needs)", **ours),
         "floats": lambda: Engine(
             "floats", float, FloatMLP, exp=math.exp, log=math.log, forward_only=True,
             relu=float_relu, only_on=("train_step", "wide_mlp", "fastest_autograd"),
