@@ -227,8 +227,9 @@ cdef class Replay:
                 if self.ops[i] & LEFT_ALONE]
 
     cdef Py_ssize_t n_grouped(self):
+        # nodes with children only: on a node without, the bit means LEFT_ALONE
         cdef Py_ssize_t i, n = 0
-        for i in range(self.size):
+        for i in range(self.n_plain, self.size):
             n += (self.ops[i] & GROUPED) != 0
         return n
 

@@ -150,6 +150,7 @@ def test_compiles_inputs_arguments():
         assert x.grad == (3.5 if x in named else 0.5)
         assert y.grad == (2.5 if y in named else 0.5)
         assert set(map(id, step._left_alone)) == {id(v) for v in (x, y) if v not in named}
+        assert repr(step) == repr(engine.compile(z))    # the same nodes and links
     with pytest.raises(TypeError, match="compile\\(\\) inputs must be a Value or Values, not 'int'"):
         engine.compile(z, inputs=3)
     with pytest.raises(TypeError, match="compile\\(\\) inputs must be Values, not 'float'"):
