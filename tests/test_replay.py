@@ -128,8 +128,9 @@ def test_replay_with_inputs_sets_their_grads_and_leaves_the_other_leaves_alone(
         assume(False)
     for leaf, x in zip(nodes, new_leaves):
         leaf.data = x
+    named = {id(x) for x in inputs}
     for v in walk(root):
-        v.grad = 0.0 if v._children or id(v) in {id(x) for x in inputs} else 0.375
+        v.grad = 0.0 if v._children or id(v) in named else 0.375
     kept = left_alone(root, inputs)
     assert bits(step.forward()) == bits(rebuilt.data)
     step.backward()
@@ -151,7 +152,8 @@ def test_compiles_inputs_arguments():
         assert y.grad == (2.5 if y in named else 0.5)
         assert set(map(id, step._left_alone)) == {id(v) for v in (x, y) if v not in named}
         assert repr(step) == repr(engine.compile(z))    # the same nodes and links
-    with pytest.raises(TypeError, match="compile\\(\\) inputs must be a Value or Values, not 'int'"):
+    with pytest.raises(TypeError,
+                       match="compile\\(\\) inputs must be a Value or Values, not 'int'"):
         engine.compile(z, inputs=3)
     with pytest.raises(TypeError, match="compile\\(\\) inputs must be Values, not 'float'"):
         engine.compile(z, inputs=[x, 2.0])
