@@ -67,3 +67,15 @@ def test_phases_refuses_no_rounds():
     from micrograd_c.bench import phases
     with pytest.raises(SystemExit):             # was a StatisticsError after building models
         phases.main(["--rounds", "0"])
+
+
+def test_phases_reports_each_phase_and_both_floors(capsys):
+    from micrograd_c.bench import phases
+    assert phases.main(["--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = ["micrograd_c (fused)", "micrograd_c-unfused", "floats (no graph)",
+             "floats, no shortcuts"]
+    assert [line[:22].strip() for line in lines[1:5]] == names
+    assert lines[2].split()[1] == "65,614"                   # upstream's graph, node for node
+    assert lines[5].startswith("the unfused step: ") and lines[5].endswith(" without their "
+                                                                           "shortcuts")

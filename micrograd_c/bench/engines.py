@@ -71,13 +71,31 @@ class Engine:
 float_relu = functools.partial(max, 0.0)
 
 
+class DispatchedFloat(float):
+    """A float that takes none of the interpreter's shortcuts for floats, for the floor of
+    bench.phases. CPython (3.11+) specialises `*` and `+` of two exact floats in the
+    interpreter loop, and the built-in sum() of floats from a float start adds them in a C
+    double without making a float per term; an engine's Values get neither: each op is a
+    dispatch through the type's number slots, and each term of a sum a node. Weights and
+    inputs of this type (a subclass, so no longer exact floats) make every `*` with one and
+    every neuron's sum() from its bias go the generic way, with the same numbers."""
+    __slots__ = ()
+
+
+def sum_one_by_one(values):
+    """sum(values) as sum() of Values runs: one addition, and one float made, per term (from a
+    start that is not an exact float, sum() takes no shortcut)."""
+    return sum(values, DispatchedFloat(0.0))
+
+
 class FloatNeuron:
     """Upstream's Neuron (micrograd/nn.py) written out on plain floats: the same weights drawn
-    in the same order, the same generator sum from the bias; relu as max(0.0, x)."""
+    in the same order, the same generator sum from the bias; relu as max(0.0, x). `number` is
+    the weights' and bias's type: float, or DispatchedFloat."""
 
-    def __init__(self, nin, nonlin=True):
-        self.w = [random.uniform(-1, 1) for _ in range(nin)]
-        self.b = 0.0
+    def __init__(self, nin, nonlin=True, number=float):
+        self.w = [number(random.uniform(-1, 1)) for _ in range(nin)]
+        self.b = number(0.0)
         self.nonlin = nonlin
 
     def __call__(self, x):
@@ -101,9 +119,9 @@ class FloatLayer:
 
 
 class FloatMLP:
-    def __init__(self, nin, nouts):
+    def __init__(self, nin, nouts, number=float):
         sz = [nin] + nouts
-        self.layers = [FloatLayer(sz[i], sz[i+1], nonlin=i != len(nouts)-1)
+        self.layers = [FloatLayer(sz[i], sz[i+1], nonlin=i != len(nouts)-1, number=number)
                        for i in range(len(nouts))]
 
     def __call__(self, x):

@@ -3,9 +3,15 @@
 The demo's loss (MLP(2, [16, 16, 1]), 100 moons points, hinge loss + 1e-4 L2) is built, back-
 propagated and dropped, phase by phase, with micrograd_c's nn (fused: a neuron is one dot node)
 and with upstream's nn.py unchanged on micrograd_c's Value (unfused: upstream's nodes); plain
-floats run the same Python with no graph, the floor of building one. Rounds alternate the
-three; each phase's median over the rounds is divided by the graph's nodes. The machine's
-speed moves between runs: compare the columns of one run.
+floats run the same Python with no graph, the floor of building one. Part of that floor is
+out of any engine's reach: the interpreter's shortcuts for floats (`*` and `+` of two floats
+specialised in its loop; sum() of floats added in a C double, no float made per term), where
+each op on Values is a dispatch through the type and each term of a sum a node. The second
+floor runs the same Python again without them (bench.engines.DispatchedFloat: weights, biases
+and inputs of a float subclass, the loss's sums from one too), with the same numbers.
+Rounds alternate the four; each phase's median over the rounds is divided by the graph's
+nodes, and the unfused step's ratio to each floor is the median of the rounds' ratios. The
+machine's speed moves between runs: compare the columns of one run.
 """
 import argparse
 import gc
@@ -14,7 +20,8 @@ import statistics
 import time
 
 from micrograd_c import engine, moons, upstream
-from micrograd_c.bench.engines import FloatMLP, count_value_nodes, float_relu
+from micrograd_c.bench.engines import (DispatchedFloat, FloatMLP, count_value_nodes,
+                                       float_relu, sum_one_by_one)
 from micrograd_c.engine import Value
 from micrograd_c.nn import MLP
 
@@ -36,8 +43,10 @@ def main(argv=None):
         models["micrograd_c-unfused"] = (upstream.nn_on(engine).MLP(2, [16, 16, 1]), sum)
     random.seed(1337)
     floats = FloatMLP(2, [16, 16, 1])
+    random.seed(1337)
+    dispatched = FloatMLP(2, [16, 16, 1], number=DispatchedFloat)
     times = {name: ([], [], []) for name in models}
-    floor = []
+    floor, dispatched_floor = [], []
     nodes = {name: count_value_nodes(moons.loss(model, X, y, Value, total)[0])
              for name, (model, total) in models.items()}
     gc.collect()
@@ -56,7 +65,12 @@ def main(argv=None):
                 phase.append(seconds)
         t0 = time.perf_counter()
         moons.loss_and_scores(floats, X, y, float, relu=float_relu)
-        floor.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        moons.loss_and_scores(dispatched, X, y, DispatchedFloat, sum_one_by_one,
+                              relu=float_relu)
+        t2 = time.perf_counter()
+        floor.append(t1 - t0)
+        dispatched_floor.append(t2 - t1)
     gc.unfreeze()
     median = statistics.median
     print(f"{'':22}{'nodes':>8}{'build':>10}{'backward':>10}{'free':>10}{'step':>10}  "
@@ -66,9 +80,18 @@ def main(argv=None):
         step = sum(median(p) for p in phases) * 1e3
         print(f"{name:22}{nodes[name]:8,}{build:10.1f}{backward:10.1f}{free:10.1f}{step:10.2f}")
     unfused = nodes.get("micrograd_c-unfused")
-    per_node = f"{median(floor) * 1e9 / unfused:10.1f}" if unfused else f"{'-':>10}"
-    print(f"{'floats (no graph)':22}{'':8}{per_node}{'':20}{median(floor) * 1e3:10.2f}"
-          "  (per node of upstream's graph)")
+    for name, seconds in (("floats (no graph)", floor),
+                          ("floats, no shortcuts", dispatched_floor)):
+        per_node = f"{median(seconds) * 1e9 / unfused:10.1f}" if unfused else f"{'-':>10}"
+        print(f"{name:22}{'':8}{per_node}{'':20}{median(seconds) * 1e3:10.2f}"
+              "  (per node of upstream's graph)")
+    if unfused:
+        steps = [sum(phase[k] for phase in times["micrograd_c-unfused"])
+                 for k in range(args.rounds)]
+        print("the unfused step: "
+              f"{median(s / f for s, f in zip(steps, floor)):.2f}x the floats' time, "
+              f"{median(s / f for s, f in zip(steps, dispatched_floor)):.2f}x without their "
+              "shortcuts")
     return 0
 
 
