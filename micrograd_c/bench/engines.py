@@ -74,11 +74,12 @@ float_relu = functools.partial(max, 0.0)
 class DispatchedFloat(float):
     """A float that takes none of the interpreter's shortcuts for floats, for the floor of
     bench.phases. CPython (3.11+) specialises `*` and `+` of two exact floats in the
-    interpreter loop, and the built-in sum() of floats from a float start adds them in a C
-    double without making a float per term; an engine's Values get neither: each op is a
+    interpreter loop, and the built-in sum() of floats adds them in C doubles without making
+    a float per term (compensated, from 3.12 on); an engine's Values get neither: each op is a
     dispatch through the type's number slots, and each term of a sum a node. Weights and
     inputs of this type (a subclass, so no longer exact floats) make every `*` with one and
-    every neuron's sum() from its bias go the generic way, with the same numbers."""
+    every neuron's sum() from its bias go the generic way: one addition per term, in turn,
+    which gives upstream's numbers to the bit."""
     __slots__ = ()
 
 

@@ -5,10 +5,10 @@ propagated and dropped, phase by phase, with micrograd_c's nn (fused: a neuron i
 and with upstream's nn.py unchanged on micrograd_c's Value (unfused: upstream's nodes); plain
 floats run the same Python with no graph, the floor of building one. Part of that floor is
 out of any engine's reach: the interpreter's shortcuts for floats (`*` and `+` of two floats
-specialised in its loop; sum() of floats added in a C double, no float made per term), where
+specialised in its loop; sum() of floats added in C doubles, no float made per term), where
 each op on Values is a dispatch through the type and each term of a sum a node. The second
 floor runs the same Python again without them (bench.engines.DispatchedFloat: weights, biases
-and inputs of a float subclass, the loss's sums from one too), with the same numbers.
+and inputs of a float subclass, the loss's sums from one too), with upstream's numbers.
 Rounds alternate the four; each phase's median over the rounds is divided by the graph's
 nodes, and the unfused step's ratio to each floor is the median of the rounds' ratios. The
 machine's speed moves between runs: compare the columns of one run.
