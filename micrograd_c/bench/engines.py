@@ -235,7 +235,9 @@ def builtin_engines():
             nodes=lambda *roots: None,
             note="the same Python on plain floats, forward only, no autograd (upstream's nn.py "
                  "written out on floats, relu as max(0.0, x)): the floor of any engine whose "
-                 "graph Python rebuilds; on train_step, wide_mlp and fastest_autograd"),
+                 "graph Python rebuilds, and below its reach in part (the interpreter's "
+                 "shortcuts for floats: python -m micrograd_c.bench.phases times the floor "
+                 "without them); on train_step, wide_mlp and fastest_autograd"),
     }
     if upstream.installed():
         import micrograd.engine
