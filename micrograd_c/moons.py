@@ -124,8 +124,9 @@ def replayed_sgd_step(model, X, y, l2_by_neuron=False):
     """
     from micrograd_c.optim import SGD
     total_loss, scores = loss_and_scores(model, X, y, engine.Value, engine.sum, l2_by_neuron)
-    replay = engine.compile(total_loss, inputs=model.parameters())
-    optimizer = SGD(model.parameters(), lr=learning_rate(0))
+    parameters = model.parameters()
+    replay = engine.compile(total_loss, inputs=parameters)
+    optimizer = SGD(parameters, lr=learning_rate(0))
     positive = np.array(y) > 0
     data = np.empty(len(scores))
 
